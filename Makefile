@@ -1,0 +1,35 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Each creates the virtual environment (pinned by constraints.txt) if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow test-gpu bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job. Until the codecs and bundled models land, it runs the quantizer benchmark on CPU.
+demo: $(STAMP)
+	$(PY) bench/quantizers.py --quick --device cpu --json bench/results/quantizers-quick.json
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu
+
+bench: $(STAMP)
+	$(PY) bench/quantizers.py --json bench/results/quantizers.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``vqcodec`` command-line interface (Typer + rich)."""

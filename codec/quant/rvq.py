@@ -1,0 +1,189 @@
+"""Residual vector quantization with quantizer dropout.
+
+Papers:
+    * Zeghidour et al. 2021, "SoundStream: An End-to-End Neural Audio Codec" (arXiv 2107.03312):
+      residual VQ, and quantizer dropout so that one model serves every prefix of levels.
+    * Kumar et al. 2023, "High-Fidelity Audio Compression with Improved RVQGAN" (DAC,
+      arXiv 2306.06546): dropout applied to a fraction of the samples only.
+
+Level ``l`` quantizes the residual left by levels ``0..l-1``: ``r_0 = z``,
+``z_q = sum_l Q_l(r_l)``, ``r_{l+1} = r_l - sg(Q_l(r_l))``. Any registered quantizer with scalar
+codes (``vq``, ``simvq``, ``gumbel``, ``fsq``, ...) can serve as the level quantizer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from codec.quant.base import Quantizer, QuantizerOutput
+
+__all__ = ["ResidualVQ"]
+
+
+class ResidualVQ(Quantizer):
+    """A stack of quantizers over successive residuals.
+
+    Args:
+        dim: token dimension ``D``.
+        codebook_size: codes per level (an int for every level, or one int per level).
+        num_levels: number of levels ``L`` (ignored if ``codebook_size`` is a sequence).
+        quantizer: registered name of the level quantizer (default ``"vq"``).
+        quantizer_dropout: fraction of samples that, in training, use a random number of levels
+            ``n ~ U{min_levels, L}`` (0 disables; 1 is SoundStream's every-sample dropout).
+        min_levels: fewest levels dropout keeps.
+        **level_kwargs: passed to every level quantizer (e.g. ``update="ema"``,
+            ``dead_code_threshold=2``).
+
+    Shapes: ``z`` ``(B, N, D)`` (or ``(B, D)``: one token per sample) -> ``codes`` ``(B, N, L)``
+    long; in training a level dropped for a sample has code ``-1``. ``encode(z, num_levels=n)``
+    returns ``(B, N, n)``; ``decode`` uses as many levels as ``codes`` has columns and skips
+    ``-1`` entries. Loss terms are the level terms summed over levels.
+
+    Dropout is sample-wise: a dropped level is not run on that sample at all, so EMA statistics
+    only see the samples a level actually quantizes. Dropout starts once every level's codebook
+    is initialised (the first training batch always uses all levels).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int | Sequence[int] = 1024,
+        *,
+        num_levels: int = 8,
+        quantizer: str = "vq",
+        quantizer_dropout: float = 0.5,
+        min_levels: int = 1,
+        **level_kwargs: Any,
+    ) -> None:
+        super().__init__(dim)
+        from codec.quant import get_quantizer  # registry lives in the package
+
+        sizes = [int(codebook_size)] * num_levels if isinstance(codebook_size, int) else [int(k) for k in codebook_size]
+        if not sizes:
+            raise ValueError("rvq needs at least one level")
+        if not 1 <= min_levels <= len(sizes):
+            raise ValueError(f"min_levels must be in [1, {len(sizes)}], got {min_levels}")
+        if not 0.0 <= quantizer_dropout <= 1.0:
+            raise ValueError(f"quantizer_dropout must be in [0, 1], got {quantizer_dropout}")
+        self.levels = nn.ModuleList(
+            [get_quantizer(quantizer, dim=dim, codebook_size=k, **level_kwargs) for k in sizes]
+        )
+        for level in self.levels:
+            if not getattr(level, "scalar_codes", True):
+                raise ValueError(f"rvq levels need one code per token; {quantizer!r} has more")
+        self.quantizer_dropout = float(quantizer_dropout)
+        self.min_levels = int(min_levels)
+
+    scalar_codes = False
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def codebook_size(self) -> int:
+        """Codes per level for the first level (see :attr:`codebook_sizes` for all)."""
+        return self.levels[0].codebook_size
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [q.codebook_size for q in self.levels]
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.bits_at(self.num_levels)
+
+    def bits_at(self, num_levels: int) -> float:
+        """Nominal bits per token when the first ``num_levels`` levels are used."""
+        return sum(math.log2(k) for k in self.codebook_sizes[:num_levels])
+
+    def _levels_per_sample(self, b: int, device: torch.device) -> Tensor:
+        n = torch.full((b,), self.num_levels, dtype=torch.long, device=device)
+        if not self.training or self.quantizer_dropout <= 0 or self.num_levels == 1:
+            return n
+        if not all(bool(getattr(getattr(q, "codebook", None), "initialized", True)) for q in self.levels):
+            return n
+        drop = torch.rand(b, device=device) < self.quantizer_dropout
+        rand_n = torch.randint(self.min_levels, self.num_levels + 1, (b,), device=device)
+        return torch.where(drop, rand_n, n)
+
+    @staticmethod
+    def _as_samples(z: Tensor) -> tuple[Tensor, torch.Size]:
+        if z.dim() < 2:
+            raise ValueError(f"rvq expects (B, N, D) or (B, D) tokens, got {tuple(z.shape)}")
+        lead = z.shape[:-1]
+        return z.reshape(z.shape[0], -1, z.shape[-1]), lead
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self._check_tokens(z)
+        x, lead = self._as_samples(z)
+        b, n_tok, _ = x.shape
+        n_used = self._levels_per_sample(b, x.device)
+        residual = x
+        z_q = torch.zeros_like(x)
+        codes = torch.full((b, n_tok, self.num_levels), -1, dtype=torch.long, device=x.device)
+        losses: dict[str, Tensor] = {}
+        per_level: dict[str, list[Tensor]] = {}
+        for l, level in enumerate(self.levels):
+            active = n_used > l
+            all_active = bool(active.all())
+            if all_active:
+                out = level(residual)
+                z_q = z_q + out.z_q
+                residual = residual - out.z_q.detach()
+                codes[..., l] = out.codes
+            else:
+                rows = active.nonzero().squeeze(1)
+                out = level(residual.index_select(0, rows))  # may be empty: collectives still run
+                z_q = z_q.index_add(0, rows, out.z_q)
+                residual = residual.index_add(0, rows, -out.z_q.detach())
+                codes[rows, :, l] = out.codes
+            for name, value in out.loss.items():
+                losses[name] = losses[name] + value if name in losses else value
+            for name, value in out.metrics.items():
+                per_level.setdefault(name, []).append(value)
+        metrics = {name: torch.stack(values).mean() for name, values in per_level.items()}
+        for l, value in enumerate(per_level.get("perplexity", [])):
+            metrics[f"perplexity_level{l}"] = value
+        metrics["levels_used"] = n_used.float().mean()
+        return QuantizerOutput(
+            z_q=z_q.reshape(*lead, self.dim),
+            codes=codes.reshape(*lead, self.num_levels),
+            loss=losses,
+            metrics=metrics,
+        )
+
+    @torch.no_grad()
+    def encode(self, z: Tensor, num_levels: int | None = None) -> Tensor:
+        """Codes of the first ``num_levels`` levels (all by default): ``(*, num_levels)``."""
+        self._check_tokens(z)
+        n = self.num_levels if num_levels is None else int(num_levels)
+        if not 1 <= n <= self.num_levels:
+            raise ValueError(f"num_levels must be in [1, {self.num_levels}], got {num_levels}")
+        x, lead = self._as_samples(z)
+        residual = x
+        codes = []
+        for level in self.levels[:n]:
+            c = level.encode(residual)
+            residual = residual - level.decode(c).to(residual.dtype)
+            codes.append(c)
+        return torch.stack(codes, dim=-1).reshape(*lead, n)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """``(*, n)`` codes, ``n <= L`` -> ``(*, D)``; ``-1`` entries contribute nothing."""
+        n = codes.shape[-1]
+        if not 1 <= n <= self.num_levels:
+            raise ValueError(f"codes have {n} levels; this rvq has {self.num_levels}")
+        out: Tensor | None = None
+        for l in range(n):
+            c = codes[..., l].long()
+            valid = (c >= 0).unsqueeze(-1)
+            part = self.levels[l].decode(c.clamp_min(0))
+            part = torch.where(valid, part, torch.zeros_like(part))
+            out = part.new_zeros(part.shape) + part if out is None else out + part
+        assert out is not None
+        return out
