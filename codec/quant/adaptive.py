@@ -197,7 +197,7 @@ class AdaptiveQuantizer(Quantizer):
             hard = torch.where(chosen.unsqueeze(1), q, hard)
             idx2 = idx.view(m, s)
             codes[chosen, 1 : 1 + s] = idx2[chosen]
-            h_sel = h.view(m, s, -1)[chosen].reshape(-1, self.shapes[i][1])
+            h_sel = h.view(m, s, self.shapes[i][1])[chosen].reshape(-1, self.shapes[i][1])
             book.update(h_sel, idx2[chosen].reshape(-1))
             book.restart_dead(h_sel)
         with torch.no_grad():

@@ -116,7 +116,7 @@ class ResidualVQ(Quantizer):
         if z.dim() < 2:
             raise ValueError(f"rvq expects (B, N, D) or (B, D) tokens, got {tuple(z.shape)}")
         lead = z.shape[:-1]
-        return z.reshape(z.shape[0], -1, z.shape[-1]), lead
+        return z.reshape(z.shape[0], math.prod(z.shape[1:-1]), z.shape[-1]), lead
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_tokens(z)

@@ -97,7 +97,8 @@ class VectorQuantizer(Quantizer):
         ``forward``/``encode`` take ``z`` ``(*, D)``; ``codes`` are ``(*,)`` long;
         ``decode(codes)`` returns ``(*, D)`` float32.
 
-    Loss terms: ``commitment`` always; ``codebook`` when ``update="loss"``.
+    Loss terms: ``commitment`` always; ``codebook`` when ``update="loss"``. Metrics add
+    ``restarted``, the number of dead codes replaced in this step.
     """
 
     def __init__(
@@ -157,9 +158,10 @@ class VectorQuantizer(Quantizer):
         if cb.update_rule == "loss":
             loss["codebook"] = mse(q, hf.detach())
 
+        restarted = 0
         if self.training:
             counts = cb.update(h.detach(), idx)
-            cb.restart_dead(h.detach())
+            restarted = cb.restart_dead(h.detach())
         else:
             counts = torch.bincount(idx, minlength=cb.num_codes)
 
@@ -169,7 +171,7 @@ class VectorQuantizer(Quantizer):
             z_q=z_q,
             codes=idx.reshape(lead),
             loss=loss,
-            metrics=code_metrics(counts, cb.num_codes),
+            metrics={**code_metrics(counts, cb.num_codes), "restarted": torch.tensor(float(restarted))},
         )
 
     @torch.no_grad()

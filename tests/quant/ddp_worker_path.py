@@ -1,0 +1,6 @@
+import sys
+from pathlib import Path
+
+_here = str(Path(__file__).parent)
+if _here not in sys.path:
+    sys.path.insert(0, _here)
