@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from codec.quant.base import Quantizer, QuantizerOutput, code_metrics, flatten_tokens, mse
 from codec.quant.codebook import Codebook, CodebookInit
 from codec.quant.distributed import all_reduce_sum_
-from codec.quant.search import DEFAULT_MAX_BYTES
 from codec.quant.vq import straight_through
 
 __all__ = ["AdaptiveQuantizer", "equal_capacity_codebooks"]
@@ -113,7 +112,7 @@ class AdaptiveQuantizer(Quantizer):
         epsilon: float = 1e-5,
         init: CodebookInit = "random",
         dead_code_threshold: float = 0.0,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__(dim)
         if codebooks is None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.quant.distributed import all_reduce_sum_, broadcast_, is_distributed
-from codec.quant.search import DEFAULT_MAX_BYTES, Metric, cluster_stats, kmeans, nearest_code, sample_rows
+from codec.quant.search import Metric, cluster_stats, kmeans, nearest_code, sample_rows
 
 __all__ = ["Codebook", "CodebookUpdate", "CodebookInit"]
 
@@ -61,7 +61,7 @@ class Codebook(nn.Module):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.0,
         metric: Metric = "euclidean",
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if num_codes < 1:
@@ -83,7 +83,7 @@ class Codebook(nn.Module):
         self.kmeans_iters = int(kmeans_iters)
         self.dead_code_threshold = float(dead_code_threshold)
         self.metric: Metric = metric
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = max_bytes
 
         weight = torch.empty(num_codes, dim)
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5))

@@ -1,8 +1,10 @@
 """Nearest-code search, codebook statistics and k-means, shared by every variant.
 
 Memory is bounded: the ``M x K`` distance matrix is never materialised. Tokens and codes are
-processed in tiles whose score buffer stays under ``max_bytes`` (default 256 MiB), so
-``K = 262,144`` codes over 65k tokens needs the same working memory as ``K = 1024``. Distances are
+processed in tiles whose score buffer stays under ``max_bytes``, so ``K = 262,144`` codes over
+65k tokens needs the same working memory as ``K = 1024``. The default tile is 256 MiB on a GPU
+(few, large kernels) and 4 MiB on a CPU (the tile stays in cache while it is reduced: measured
+1.8x faster than 256 MiB tiles at N = K = 16,384, D = 8 on 2 cores). Distances are
 computed in float32 with autocast disabled, so bf16 training does not change which code wins.
 Statistics use ``bincount`` / ``index_add_``: no one-hot ``M x K`` matrix either.
 """
@@ -18,7 +20,7 @@ from torch import Tensor
 from codec.quant.distributed import all_reduce_sum_, broadcast_, is_distributed
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
+    "default_max_bytes",
     "Metric",
     "nearest_code",
     "cluster_stats",
@@ -28,10 +30,16 @@ __all__ = [
 
 Metric = Literal["euclidean", "cosine"]
 
-#: Upper bound on the float32 score tile of one search step.
-DEFAULT_MAX_BYTES = 256 * 2**20
+#: Upper bound on the float32 score tile of one search step, per device type.
+GPU_TILE_BYTES = 256 * 2**20
+CPU_TILE_BYTES = 4 * 2**20
 # Keep at least this many token rows per tile when the codebook itself must be split.
 _MIN_ROWS = 1024
+
+
+def default_max_bytes(device: torch.device) -> int:
+    """Score-tile budget used when ``max_bytes`` is None: 4 MiB on CPU, 256 MiB elsewhere."""
+    return CPU_TILE_BYTES if device.type == "cpu" else GPU_TILE_BYTES
 
 
 def _tile_sizes(m: int, k: int, max_bytes: int) -> tuple[int, int]:
@@ -47,7 +55,7 @@ def nearest_code(
     codebook: Tensor,
     *,
     metric: Metric = "euclidean",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Index of the nearest codeword for every row of ``x``.
 
@@ -55,7 +63,7 @@ def nearest_code(
         x: tokens ``(M, D)``, any float dtype.
         codebook: codewords ``(K, D)``.
         metric: ``"euclidean"`` (squared L2) or ``"cosine"`` (both sides L2-normalised).
-        max_bytes: bound on the float32 score tile, in bytes.
+        max_bytes: bound on the float32 score tile, in bytes (None: :func:`default_max_bytes`).
 
     Returns:
         ``(indices, distances)``: ``(M,)`` long and ``(M,)`` float32. For ``"cosine"`` the distance
@@ -82,7 +90,8 @@ def nearest_code(
             e_sq = (ef * ef).sum(-1)
         else:
             raise ValueError(f"unknown metric {metric!r}")
-        m_tile, k_tile = _tile_sizes(m, k, max_bytes)
+        budget = default_max_bytes(device) if max_bytes is None else int(max_bytes)
+        m_tile, k_tile = _tile_sizes(m, k, budget)
         for m0 in range(0, m, m_tile):
             xs = xf[m0 : m0 + m_tile]
             run_val: Tensor | None = None
@@ -144,7 +153,7 @@ def kmeans(
     *,
     iters: int = 10,
     metric: Metric = "euclidean",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means on ``x`` ``(M, D)``, seeded with rows of ``x`` (with replacement if ``M < K``).

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from codec.quant.base import Quantizer, QuantizerOutput, code_metrics, flatten_tokens, mse
-from codec.quant.search import DEFAULT_MAX_BYTES, nearest_code
+from codec.quant.search import nearest_code
 from codec.quant.vq import Estimator, rotation_trick, straight_through
 
 __all__ = ["SimVQ"]
@@ -49,7 +49,7 @@ class SimVQ(Quantizer):
         train_codes: bool = False,
         beta: float = 0.25,
         estimator: Estimator = "ste",
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__(dim)
         if linear not in ("full", "diagonal"):
@@ -60,7 +60,7 @@ class SimVQ(Quantizer):
         self.linear = linear
         self.beta = float(beta)
         self.estimator: Estimator = estimator
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = max_bytes
         codes = torch.randn(codebook_size, dim) * dim**-0.5
         if train_codes:
             self.codes = nn.Parameter(codes)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from codec.quant.base import Quantizer, QuantizerOutput, code_metrics, flatten_tokens, mse
 from codec.quant.codebook import Codebook, CodebookInit, CodebookUpdate
-from codec.quant.search import DEFAULT_MAX_BYTES, Metric
+from codec.quant.search import Metric
 
 __all__ = ["VectorQuantizer", "straight_through", "rotation_trick", "Estimator"]
 
@@ -116,7 +116,7 @@ class VectorQuantizer(Quantizer):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.0,
         metric: Metric = "euclidean",
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__(dim)
         if estimator not in ("ste", "rotation"):
