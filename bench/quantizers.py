@@ -118,6 +118,14 @@ def step(impl: str, q: torch.nn.Module, z: torch.Tensor, g: torch.Tensor) -> Non
         p.grad = None
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -199,6 +207,40 @@ def fmt(res: Result | None) -> str:
     return f"{res.time_ms:,.1f} ms / {res.peak_extra_mib / 1024:.2f} GiB"
 
 
+def markdown_table(results: list[Result], meta: dict) -> str:
+    """The results as a Markdown table (what the README shows)."""
+    by = {(r.cell, r.impl): r for r in results}
+    cells = list(dict.fromkeys(r.cell for r in results))
+    head = "| device | N | D | K | ours EMA | v-q-p EMA | ours loss | v-q-p loss | speed-up EMA / loss |"
+    lines = [
+        f"Measured on {meta.get('cuda_device') or meta.get('cpu_model') or meta.get('machine')} "
+        f"({meta.get('cpu_threads')} CPU threads), "
+        f"torch {meta.get('torch')}. Cells: median step time / peak extra memory.",
+        "",
+        head,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        ups = []
+        for kind in ("ema", "loss"):
+            ours, theirs = by.get((c, f"ours-{kind}")), by.get((c, f"vqp-{kind}"))
+            ok = ours and theirs and ours.status == theirs.status == "ok"
+            ups.append(f"{theirs.time_ms / ours.time_ms:.1f}x" if ok else "-")
+        row = [c.device, f"{c.n:,}", str(c.d), f"{c.k:,}"]
+        row += [fmt(by.get((c, impl))) for impl in IMPLS]
+        row.append(" / ".join(ups))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def print_table(results: list[Result]) -> None:
     try:
         from rich.console import Console
@@ -242,6 +284,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600.0, help="per CPU cell, seconds")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
+    ap.add_argument("--markdown", type=Path, default=None, help="write a Markdown table here ('-': stdout)")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="re-render tables from a --json file instead of measuring")
     ap.add_argument("--_cell", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -249,6 +294,18 @@ def main() -> None:
         spec = json.loads(args._cell)
         res = measure(spec["impl"], Cell(**spec["cell"]), spec["warmup"], spec["reps"])
         print(json.dumps({"time_ms": res.time_ms, "peak_extra_mib": res.peak_extra_mib, "times_ms": res.times_ms}))
+        return
+
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        results = [
+            Result(Cell(**r["cell"]), r["impl"], r["status"], r["time_ms"], r["peak_extra_mib"], r["times_ms"])
+            for r in payload["results"]
+        ]
+        if args.markdown is None or str(args.markdown) != "-":
+            print_table(results)
+        if args.markdown:
+            write_markdown(args.markdown, markdown_table(results, payload["meta"]))
         return
 
     devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"]
@@ -266,15 +323,18 @@ def main() -> None:
                 print(f"{device} N={cell.n} D={cell.d} K={cell.k} {impl}: {fmt(res)}", file=sys.stderr, flush=True)
     print_table(results)
 
+    meta = {
+        "cpu_model": _cpu_model(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None,
+    }
+    if args.markdown:
+        write_markdown(args.markdown, markdown_table(results, meta))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpu_threads": torch.get_num_threads(),
-            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        }
         payload = {"meta": meta, "results": [{**asdict(r), "cell": asdict(r.cell)} for r in results]}
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)

@@ -271,8 +271,9 @@ class AdaptiveQuantizer(Quantizer):
     def decode(self, codes: Tensor) -> Tensor:
         if codes.shape[-1] != 1 + self.max_subcodes:
             raise ValueError(f"adaptive codes must end in {1 + self.max_subcodes} columns, got {codes.shape[-1]}")
-        sel = codes[..., 0]
-        if codes.numel() and (sel.min() < 0 or sel.max() >= self.num_codebooks):
-            raise ValueError("codebook id out of range")
+        self._check_codes(codes[..., 0], self.num_codebooks)
+        for i, (n, d) in enumerate(self.shapes):
+            rows = codes[..., 0] == i
+            self._check_codes(codes[rows][:, 1 : 1 + self.dim // d], n)
         flat = codes.reshape(-1, codes.shape[-1]).long()
         return self._decode_flat(flat).reshape(*codes.shape[:-1], self.dim)

@@ -139,6 +139,7 @@ class FSQ(Quantizer):
         return self._quantize(x)[1].reshape(lead)
 
     def decode(self, codes: Tensor) -> Tensor:
+        self._check_codes(codes, self.codebook_size)
         flat = codes.reshape(-1, 1).long()
         digits = (flat // self._basis) % self._levels.long()
         values = (digits - self._half_width.long()).float() / self._half_width

@@ -117,4 +117,5 @@ class GumbelQuantizer(Quantizer):
             return self.proj(x.float()).argmax(-1).reshape(lead)
 
     def decode(self, codes: Tensor) -> Tensor:
+        self._check_codes(codes, self.num_codes)
         return self.embed(codes.long())

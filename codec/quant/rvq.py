@@ -178,6 +178,10 @@ class ResidualVQ(Quantizer):
         n = codes.shape[-1]
         if not 1 <= n <= self.num_levels:
             raise ValueError(f"codes have {n} levels; this rvq has {self.num_levels}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
+        if codes.numel() and int(codes.min()) < -1:
+            raise ValueError(f"codes out of range: {int(codes.min())} (only -1 marks a dropped level)")
         out: Tensor | None = None
         for l in range(n):
             c = codes[..., l].long()

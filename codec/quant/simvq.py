@@ -109,5 +109,6 @@ class SimVQ(Quantizer):
         return idx.reshape(lead)
 
     def decode(self, codes: Tensor) -> Tensor:
+        self._check_codes(codes, self.num_codes)
         # E = C W first, then the lookup: identical numbers to forward's E[idx].
         return self.effective_codebook()[codes.long()]

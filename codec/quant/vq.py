@@ -181,6 +181,7 @@ class VectorQuantizer(Quantizer):
         return self.codebook.search(self.codebook.prepare(self.project_in(x))).reshape(lead)
 
     def decode(self, codes: Tensor) -> Tensor:
+        self._check_codes(codes, self.codebook_size)
         flat = codes.reshape(-1).long()
         q = self.project_out(self.codebook.lookup(flat))
         return q.reshape(*codes.shape, self.dim)

@@ -157,6 +157,18 @@ def test_state_dict_round_trip(name, kw):
     assert torch.equal(fresh(z).z_q, q(z).z_q)
 
 
+@all_configs
+def test_decode_rejects_out_of_range_codes(name, kw):
+    q = build(name, **kw).eval()
+    codes = q.encode(torch.randn(2, 5, DIM))
+    bad = codes.clone()
+    bad.view(-1)[0] = 10**9
+    with pytest.raises(ValueError, match="out of range"):
+        q.decode(bad)
+    with pytest.raises(TypeError):
+        q.decode(codes.float())
+
+
 def test_wrong_token_dim_is_a_clear_error():
     q = get_quantizer("vq", dim=8, codebook_size=16)
     with pytest.raises(ValueError, match=r"expects tokens \(\*, 8\)"):
