@@ -99,6 +99,21 @@ class Quantizer(nn.Module):
         """Nominal bits one token costs before entropy coding."""
         return math.log2(self.codebook_size)
 
+    # -- operating points (rates) -----------------------------------------------------------------
+    def rate_settings(self) -> list[dict[str, int]]:
+        """The settings this quantizer can encode at, cheapest first.
+
+        Each is a dict of keyword arguments for ``encode``/``decode`` (``rvq``:
+        ``{"num_levels": n}``); a single-rate quantizer has one empty setting.
+        """
+        return [{}]
+
+    def bits_per_token_at(self, **setting: int) -> float:
+        """Nominal bits per token at one of :meth:`rate_settings`."""
+        if setting:
+            raise TypeError(f"{type(self).__name__} has a single rate; got setting {setting}")
+        return self.bits_per_token
+
     # -- helpers for subclasses ---------------------------------------------------------------
     def _check_tokens(self, z: Tensor) -> None:
         if z.dim() < 1 or z.shape[-1] != self.dim:

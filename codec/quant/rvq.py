@@ -101,6 +101,12 @@ class ResidualVQ(Quantizer):
         """Nominal bits per token when the first ``num_levels`` levels are used."""
         return sum(math.log2(k) for k in self.codebook_sizes[:num_levels])
 
+    def rate_settings(self) -> list[dict[str, int]]:
+        return [{"num_levels": n} for n in range(self.min_levels, self.num_levels + 1)]
+
+    def bits_per_token_at(self, num_levels: int | None = None) -> float:  # type: ignore[override]
+        return self.bits_at(self.num_levels if num_levels is None else num_levels)
+
     def _levels_per_sample(self, b: int, device: torch.device) -> Tensor:
         n = torch.full((b,), self.num_levels, dtype=torch.long, device=device)
         if not self.training or self.quantizer_dropout <= 0 or self.num_levels == 1:
@@ -173,9 +179,14 @@ class ResidualVQ(Quantizer):
             codes.append(c)
         return torch.stack(codes, dim=-1).reshape(*lead, n)
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """``(*, n)`` codes, ``n <= L`` -> ``(*, D)``; ``-1`` entries contribute nothing."""
+    def decode(self, codes: Tensor, num_levels: int | None = None) -> Tensor:
+        """``(*, n)`` codes, ``n <= L`` -> ``(*, D)``; ``-1`` entries contribute nothing.
+
+        ``num_levels``, if given, must equal ``n`` (a consistency check for callers that know it).
+        """
         n = codes.shape[-1]
+        if num_levels is not None and num_levels != n:
+            raise ValueError(f"codes have {n} levels, expected num_levels={num_levels}")
         if not 1 <= n <= self.num_levels:
             raise ValueError(f"codes have {n} levels; this rvq has {self.num_levels}")
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:

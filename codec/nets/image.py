@@ -1,0 +1,189 @@
+"""2D convolutional ResNet encoder/decoder for images (VQGAN / RAQ-VAE style).
+
+Papers: Esser, Rombach, Ommer 2021, "Taming Transformers for High-Resolution Image Synthesis"
+(arXiv 2012.09841) for the architecture (residual blocks with GroupNorm + SiLU, strided
+downsampling, nearest-neighbour upsampling, self-attention at the lowest resolution);
+Seo & Kang 2024 (RAQ, arXiv 2405.14222) use the same family.
+
+Input convention: images ``(B, C, H, W)`` float in ``[0, 1]``, ``C`` = the model's
+``in_channels`` (3 for RGB models, 1 for greyscale models). The encoder maps them to
+``[-1, 1]``, pads ``H, W`` to a multiple of ``factor`` (reflect where the image is large
+enough, replicate otherwise, on the bottom/right), and the decoder output is cropped back and
+mapped to ``[0, 1]``. Any ``H, W >= 1`` works.
+
+File-level policy (applied by ``codec.io`` before images reach the network): greyscale files
+going into an RGB model are replicated to three channels and decoded back to one (ITU-R BT.601
+luma); EXIF orientation is applied on load; 16-bit files are scaled to ``[0, 1]`` (the codec
+itself works at 8-bit precision); an alpha channel is not coded — RGBA input is refused unless
+the caller chooses to drop or flatten it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec.nets.base import Decoder, Encoder, NetworkPair, PadInfo
+
+__all__ = ["ImageEncoder", "ImageDecoder", "build_image_resnet"]
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, c), c, eps=1e-6)
+
+
+class ResBlock2d(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            _norm(c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class AttnBlock2d(nn.Module):
+    """Single-head self-attention over the ``H*W`` positions (used at the lowest resolution)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = _norm(c)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+def _widths(channels: int, channel_mult: Sequence[int], levels: int) -> list[int]:
+    mult = list(channel_mult) + [channel_mult[-1]] * max(0, levels + 1 - len(channel_mult))
+    return [channels * m for m in mult[: levels + 1]]
+
+
+def _mid(c: int, attention: bool) -> nn.Sequential:
+    return nn.Sequential(ResBlock2d(c, c), AttnBlock2d(c) if attention else nn.Identity(), ResBlock2d(c, c))
+
+
+class ImageEncoder(Encoder):
+    """``(B, C, H, W)`` in ``[0, 1]`` -> latent ``(B, latent_dim, ceil(H/f), ceil(W/f))``.
+
+    Args:
+        in_channels: 3 (RGB) or 1 (greyscale).
+        channels: width of the first stage.
+        channel_mult: width multipliers per stage (stage ``i`` has ``channels * mult[i]``).
+        num_res_blocks: residual blocks per stage.
+        factor: total downsampling ``f`` (a power of two: 4, 8, 16).
+        latent_dim: channels of the latent map (the quantizer's token dimension).
+        attention: self-attention at the lowest resolution.
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2, 4),
+        num_res_blocks: int = 2,
+        factor: int = 8,
+        latent_dim: int = 64,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if factor < 1 or factor & (factor - 1):
+            raise ValueError(f"factor must be a power of two, got {factor}")
+        levels = int(math.log2(factor))
+        widths = _widths(channels, channel_mult, levels)
+        self.in_channels = in_channels
+        self.latent_dim = latent_dim
+        self.stride = factor
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        for i in range(levels):
+            layers += [ResBlock2d(widths[i], widths[i]) for _ in range(num_res_blocks)]
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1))
+        layers += [ResBlock2d(widths[-1], widths[-1]) for _ in range(num_res_blocks)]
+        layers += [_mid(widths[-1], attention), _norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], latent_dim, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def prepare(self, x: Tensor) -> tuple[Tensor, PadInfo]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[-1] < 1 or x.shape[-2] < 1:
+            raise ValueError(f"empty image {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        y = x.float() * 2.0 - 1.0
+        if ph or pw:
+            # reflect needs pad < size on each axis; replicate covers tiny images
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            y = F.pad(y, (0, pw, 0, ph), mode=mode)
+        return y, PadInfo(shape=tuple(x.shape), padded=(h + ph, w + pw))
+
+    def restore(self, x: Tensor, info: PadInfo) -> Tensor:
+        h, w = info.shape[-2:]
+        return ((x[..., :h, :w] + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def tokens_per_unit(self) -> float:
+        return 1.0 / (self.stride * self.stride)
+
+
+class ImageDecoder(Decoder):
+    """Latent ``(B, latent_dim, h, w)`` -> ``(B, C, h*f, w*f)`` in ``[-1, 1]`` (mirror of the encoder)."""
+
+    def __init__(
+        self,
+        out_channels: int = 3,
+        channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2, 4),
+        num_res_blocks: int = 2,
+        factor: int = 8,
+        latent_dim: int = 64,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        levels = int(math.log2(factor))
+        widths = _widths(channels, channel_mult, levels)
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, widths[-1], 3, padding=1), _mid(widths[-1], attention)]
+        for i in reversed(range(levels)):
+            layers += [ResBlock2d(widths[i + 1], widths[i + 1]) for _ in range(num_res_blocks)]
+            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(widths[i + 1], widths[i], 3, padding=1)]
+        layers += [ResBlock2d(widths[0], widths[0]) for _ in range(num_res_blocks)]
+        layers += [_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], out_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def build_image_resnet(
+    in_channels: int = 3,
+    channels: int = 64,
+    channel_mult: Sequence[int] = (1, 2, 2, 4),
+    num_res_blocks: int = 2,
+    factor: int = 8,
+    latent_dim: int = 64,
+    attention: bool = True,
+) -> NetworkPair:
+    """The ``image-resnet`` pair. Defaults: factor 8, 64 latent channels (see :class:`ImageEncoder`)."""
+    kw = dict(
+        channels=channels, channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks,
+        factor=factor, latent_dim=latent_dim, attention=attention,
+    )
+    return NetworkPair(
+        encoder=ImageEncoder(in_channels=in_channels, **kw),
+        decoder=ImageDecoder(out_channels=in_channels, **kw),
+        config={"in_channels": in_channels, **kw, "channel_mult": list(channel_mult)},
+    )
