@@ -33,7 +33,11 @@ __all__ = ["ImageEncoder", "ImageDecoder", "build_image_resnet"]
 
 
 def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, c), c, eps=1e-6)
+    # 32 groups as in VQGAN, but at least 2 channels per group so a 1x1 latent still normalises
+    groups = math.gcd(32, c)
+    while groups > 1 and c // groups < 2:
+        groups //= 2
+    return nn.GroupNorm(groups, c, eps=1e-6)
 
 
 class ResBlock2d(nn.Module):

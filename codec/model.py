@@ -1,0 +1,370 @@
+"""The codec: ``Codec(encoder, quantizer, decoder)``, its rate points, and its weights format.
+
+Data flow (see the README): signal -> ``encoder.prepare`` (pad, fold channels) -> encoder ->
+latent ``(B, D, *S)`` -> tokens ``(B, N, D)`` -> quantizer -> codes; and back through
+``quantizer.decode`` -> decoder -> ``encoder.restore`` (crop, unfold).
+
+**Rate points.** The quantizer lists the settings it can encode at (``rvq``: number of levels;
+RAQ: codebook sizes). Each becomes a :class:`RatePoint` with nominal bits per token and a nominal
+rate, ``bits_per_token x tokens_per_unit``: kbps per audio channel (tokens per second =
+``sample_rate / hop``) or bits per pixel for images (tokens per pixel = ``1 / factor^2``).
+When a model is exported, the real rate measured on validation data can be stored per point;
+selection uses the measured rate where one exists.
+
+**Weights format.** A model folder holds ``model.safetensors`` (tensors only) and
+``config.json`` (how to rebuild the model from the registries: network and quantizer names and
+keyword arguments, measured rates). No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from codec.losses import reconstruction_loss
+from codec.nets import Decoder, Encoder, PadInfo, get_network
+from codec.quant import Quantizer, channel_first, get_quantizer
+
+__all__ = ["Codec", "CodecOutput", "EncodedCodes", "RatePoint", "RateError", "parse_rate"]
+
+FORMAT_NAME = "vqcodec-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+MAX_CONFIG_BYTES = 1 << 20
+
+_UNITS = {"bps": ("kbps", 1e-3), "kbps": ("kbps", 1.0), "bpp": ("bpp", 1.0)}
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(bps|kbps|bpp)\s*$", re.IGNORECASE)
+
+
+class RateError(ValueError):
+    """A rate request that cannot be served; the message lists the available rates."""
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One operating point of a codec.
+
+    Attributes:
+        name: stable identifier, e.g. ``"n4"`` (4 residual levels) or ``"full"``.
+        setting: keyword arguments of ``quantizer.encode`` / ``decode`` for this point.
+        bits_per_token: nominal bits per token (sum of ``log2`` codebook sizes).
+        nominal: nominal rate in ``unit``.
+        unit: ``"kbps"`` (audio, per channel) or ``"bpp"`` (images).
+        measured: real rate measured at export (file bytes, entropy coded), if known.
+    """
+
+    name: str
+    setting: tuple[tuple[str, int], ...]
+    bits_per_token: float
+    nominal: float
+    unit: str
+    measured: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """The rate selection uses: measured where known, nominal otherwise."""
+        return self.measured if self.measured is not None else self.nominal
+
+    @property
+    def kwargs(self) -> dict[str, int]:
+        return dict(self.setting)
+
+    def describe(self) -> str:
+        real = f", measured {self.measured:.4g} {self.unit}" if self.measured is not None else ""
+        return f"{self.name}: {self.nominal:.4g} {self.unit} nominal{real}"
+
+
+def parse_rate(text: str) -> tuple[float, str]:
+    """``"1.5kbps"`` -> ``(1.5, "kbps")``; ``"3000 bps"`` -> ``(3.0, "kbps")``; ``"0.05BPP"`` -> ``(0.05, "bpp")``.
+
+    Raises :class:`RateError` for anything else.
+    """
+    m = _RATE_RE.match(text)
+    if not m:
+        raise RateError(f"cannot parse rate {text!r}: expected <number><unit> with unit bps, kbps or bpp")
+    unit, scale = _UNITS[m.group(2).lower()]
+    return float(m.group(1)) * scale, unit
+
+
+def _point_name(setting: Mapping[str, int]) -> str:
+    if not setting:
+        return "full"
+    short = {"num_levels": "n", "codebook_size": "k"}
+    return "-".join(f"{short.get(k, k)}{v}" for k, v in sorted(setting.items(), key=lambda kv: kv[0] != "codebook_size"))
+
+
+@dataclass
+class CodecOutput:
+    """What :meth:`Codec.forward` returns in training.
+
+    Attributes:
+        x_hat: reconstruction in the input's layout and range (images clamped to ``[0, 1]``).
+        loss: named scalar terms: ``recon`` plus the quantizer's terms.
+        metrics: detached scalars from the quantizer (perplexity, usage, ...).
+        codes: the quantizer codes ``(B, *latent_spatial[, levels])``.
+        recon_target: the network-domain target (padded, per channel) that ``recon`` compares.
+        recon: the network-domain reconstruction, unclamped (for extra losses).
+    """
+
+    x_hat: Tensor
+    loss: dict[str, Tensor]
+    metrics: dict[str, Tensor]
+    codes: Tensor
+    recon_target: Tensor
+    recon: Tensor
+
+    @property
+    def total_loss(self) -> Tensor:
+        return torch.stack([v.float() for v in self.loss.values()]).sum()
+
+
+@dataclass
+class EncodedCodes:
+    """Codes of a batch plus what decoding needs: the rate point and the original shape."""
+
+    codes: Tensor
+    point: RatePoint
+    shape: tuple[int, ...]
+    padded: tuple[int, ...] = field(default=())
+
+
+class Codec(nn.Module):
+    """A neural codec assembled from an encoder, a quantizer and a decoder.
+
+    Args:
+        encoder: a :class:`codec.nets.Encoder` (knows its modality, stride, padding).
+        quantizer: any registered quantizer with ``dim == encoder.latent_dim``.
+        decoder: the matching :class:`codec.nets.Decoder`.
+        recon_loss: ``"l1"`` or ``"l2"`` for the ``recon`` term of :meth:`forward`.
+        config: the build description (set by :meth:`from_config`; needed by :meth:`save`).
+        measured_rates: real rate per point name, measured at export.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        quantizer: Quantizer,
+        decoder: Decoder,
+        *,
+        recon_loss: str = "l1",
+        config: dict[str, Any] | None = None,
+        measured_rates: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if quantizer.dim != encoder.latent_dim:
+            raise ValueError(f"quantizer dim {quantizer.dim} != encoder latent_dim {encoder.latent_dim}")
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+        self.recon_loss = recon_loss
+        self.config = dict(config) if config is not None else None
+        self.measured_rates: dict[str, float] = dict(measured_rates or {})
+
+    # -- geometry and rates ---------------------------------------------------------------------
+    @property
+    def modality(self) -> str:
+        return self.encoder.modality
+
+    @property
+    def rate_unit(self) -> str:
+        return "kbps" if self.modality == "audio" else "bpp"
+
+    @property
+    def sample_rate(self) -> int | None:
+        return getattr(self.encoder, "sample_rate", None)
+
+    def rate_points(self) -> list[RatePoint]:
+        """Operating points, lowest nominal rate first."""
+        scale = self.encoder.tokens_per_unit() * (1e-3 if self.modality == "audio" else 1.0)
+        points = []
+        for setting in self.quantizer.rate_settings():
+            bits = self.quantizer.bits_per_token_at(**setting)
+            name = _point_name(setting)
+            points.append(
+                RatePoint(
+                    name=name,
+                    setting=tuple(sorted(setting.items())),
+                    bits_per_token=bits,
+                    nominal=bits * scale,
+                    unit=self.rate_unit,
+                    measured=self.measured_rates.get(name),
+                )
+            )
+        return sorted(points, key=lambda p: (p.rate, p.nominal))
+
+    def select_rate(self, request: str | RatePoint) -> RatePoint:
+        """Resolve a rate request to the best point that fits it.
+
+        ``request`` is a point name, ``"max"``, ``"min"``, or ``<number><unit>`` with unit bps, kbps
+        or bpp (case-insensitive). The chosen point has the highest rate not above the request.
+        A unit of the other modality, or a request below the lowest point, raises
+        :class:`RateError` listing the available rates.
+        """
+        points = self.rate_points()
+        if isinstance(request, RatePoint):
+            request = request.name
+        text = request.strip()
+        available = "; ".join(p.describe() for p in points)
+        by_name = {p.name: p for p in points}
+        if text in by_name:
+            return by_name[text]
+        if text.lower() == "max":
+            return points[-1]
+        if text.lower() == "min":
+            return points[0]
+        try:
+            value, unit = parse_rate(text)
+        except RateError as err:
+            raise RateError(f"{err}, or a point name. Available: {available}") from None
+        if unit != self.rate_unit:
+            raise RateError(
+                f"{text!r} is a rate in {unit}, but this is an {self.modality} codec (rates in "
+                f"{self.rate_unit}). Available: {available}"
+            )
+        fitting = [p for p in points if p.rate <= value * (1 + 1e-9)]
+        if not fitting:
+            raise RateError(f"{text} is below the lowest rate of this codec. Available: {available}")
+        return max(fitting, key=lambda p: (p.rate, p.nominal))
+
+    # -- training -------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Training/validation pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`."""
+        y, info = self.encoder.prepare(x)
+        latent = self.encoder(y)
+        q = channel_first(self.quantizer, latent)
+        recon = self.decoder(q.z_q)
+        loss = {"recon": reconstruction_loss(y, recon, self.recon_loss), **q.loss}
+        x_hat = self.encoder.restore(recon, info)
+        return CodecOutput(x_hat=x_hat, loss=loss, metrics=q.metrics, codes=q.codes, recon_target=y, recon=recon)
+
+    # -- inference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: Tensor, rate: str | RatePoint = "max") -> EncodedCodes:
+        """Signal ``(B, C, *spatial)`` -> :class:`EncodedCodes` at the chosen rate point."""
+        point = self.select_rate(rate)
+        y, info = self.encoder.prepare(x)
+        latent = self.encoder(y)
+        b, d, *spatial = latent.shape
+        tokens = latent.reshape(b, d, -1).transpose(1, 2)
+        codes = self.quantizer.encode(tokens, **point.kwargs)
+        codes = codes.reshape(b, *spatial, *codes.shape[2:])
+        return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
+
+    @torch.no_grad()
+    def decode(self, encoded: EncodedCodes) -> Tensor:
+        """:class:`EncodedCodes` -> reconstruction in the original layout and range."""
+        point = self.select_rate(encoded.point.name)
+        codes = encoded.codes
+        b, n_sp = codes.shape[0], len(encoded.padded)
+        spatial = tuple(codes.shape[1 : 1 + n_sp])
+        expected = tuple(p // self.encoder.stride for p in encoded.padded)
+        if spatial != expected:
+            raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
+        tokens_codes = codes.reshape(b, math.prod(spatial), *codes.shape[1 + n_sp :])
+        z_q = self.quantizer.decode(tokens_codes, **point.kwargs)
+        latent = z_q.transpose(1, 2).reshape(b, self.encoder.latent_dim, *spatial)
+        recon = self.decoder(latent)
+        return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
+
+    # -- weights format ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        network: str,
+        quantizer: str,
+        *,
+        network_kwargs: Mapping[str, Any] | None = None,
+        quantizer_kwargs: Mapping[str, Any] | None = None,
+        recon_loss: str = "l1",
+        measured_rates: Mapping[str, float] | None = None,
+    ) -> "Codec":
+        """Build from registry names; the quantizer's ``dim`` is the network's ``latent_dim``."""
+        config = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "network": {"name": network, "kwargs": dict(network_kwargs or {})},
+            "quantizer": {"name": quantizer, "kwargs": dict(quantizer_kwargs or {})},
+            "recon_loss": recon_loss,
+        }
+        return cls.from_config(config, measured_rates=measured_rates)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], measured_rates: Mapping[str, float] | None = None) -> "Codec":
+        """Rebuild an (untrained) codec from a ``config.json`` dictionary."""
+        _validate_config(config)
+        nets = get_network(config["network"]["name"], **config["network"]["kwargs"])
+        qkw = dict(config["quantizer"]["kwargs"])
+        if "codebook_size" not in qkw:
+            raise ValueError("quantizer kwargs need codebook_size")
+        quant = get_quantizer(config["quantizer"]["name"], dim=nets.encoder.latent_dim, **qkw)
+        rates = measured_rates if measured_rates is not None else config.get("measured_rates", {})
+        return cls(
+            nets.encoder, quant, nets.decoder,
+            recon_loss=config.get("recon_loss", "l1"), config=dict(config), measured_rates=rates,
+        )
+
+    def export_config(self) -> dict[str, Any]:
+        if self.config is None:
+            raise ValueError("this Codec was assembled by hand; build it with Codec.build to save it")
+        return {**self.config, "modality": self.modality, "measured_rates": dict(self.measured_rates)}
+
+    def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if missing)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = self.export_config()
+        state = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
+        tmp_w, tmp_c = folder / (WEIGHTS_FILE + ".tmp"), folder / (CONFIG_FILE + ".tmp")
+        save_file(state, str(tmp_w), metadata={"format": FORMAT_NAME, **dict(metadata or {})})
+        tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
+        tmp_w.replace(folder / WEIGHTS_FILE)
+        tmp_c.replace(folder / CONFIG_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "Codec":
+        """Load a folder written by :meth:`save` (safetensors + JSON; nothing executable is read)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a vqcodec model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
+        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
+        model = cls.from_config(config)
+        state = load_file(str(w_path), device=str(device))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model.to(device).eval()
+
+
+def _validate_config(config: Mapping[str, Any]) -> None:
+    if not isinstance(config, Mapping):
+        raise ValueError("model config must be a JSON object")
+    if config.get("format") != FORMAT_NAME:
+        raise ValueError(f"not a vqcodec model config (format={config.get('format')!r})")
+    if config.get("version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported model config version {config.get('version')!r} (this build reads {FORMAT_VERSION})")
+    for part in ("network", "quantizer"):
+        entry = config.get(part)
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), Mapping):
+            raise ValueError(f"model config: {part!r} must be {{'name': str, 'kwargs': {{...}}}}")
+    rates = config.get("measured_rates", {})
+    if not isinstance(rates, Mapping) or not all(isinstance(v, (int, float)) and v > 0 for v in rates.values()):
+        raise ValueError("model config: measured_rates must map point names to positive numbers")

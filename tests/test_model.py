@@ -1,0 +1,140 @@
+"""The Codec: rate points, rate requests, encode/decode, safetensors save/load."""
+
+import json
+
+import pytest
+import torch
+
+from codec.model import Codec, RateError, parse_rate
+from codec.quant import list_quantizers
+
+IMAGE_NET = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, factor=4, latent_dim=8)
+AUDIO_NET = dict(channels=4, strides=(2, 4, 5, 8), latent_dim=8)
+
+
+def audio_rvq(**kw):
+    return Codec.build(
+        "audio-seanet", "rvq", network_kwargs=AUDIO_NET,
+        quantizer_kwargs=dict(codebook_size=1024, num_levels=4, **kw),
+    )
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("1.5kbps", (1.5, "kbps")), ("1500BPS", (1.5, "kbps")), (".05bpp", (0.05, "bpp")),
+     (" 3 kbps ", (3.0, "kbps")), ("6KBPS", (6.0, "kbps")), ("0.1Bpp", (0.1, "bpp"))],
+)
+def test_parse_rate(text, expected):
+    value, unit = parse_rate(text)
+    assert unit == expected[1] and value == pytest.approx(expected[0])
+
+
+@pytest.mark.parametrize("text", ["3 mbps", "kbps", "-1kbps", "1e3bps", "", "3"])
+def test_parse_rate_rejects(text):
+    with pytest.raises(RateError):
+        parse_rate(text)
+
+
+def test_audio_rate_points_are_levels_times_frame_rate():
+    codec = audio_rvq()
+    points = codec.rate_points()
+    assert [p.name for p in points] == ["n1", "n2", "n3", "n4"]
+    for n, p in enumerate(points, start=1):
+        assert p.unit == "kbps"
+        assert p.bits_per_token == 10 * n
+        assert p.nominal == pytest.approx(10 * n * 75 / 1000)
+
+
+def test_image_rate_points_are_bits_per_pixel():
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=256, num_levels=2))
+    assert [round(p.nominal, 6) for p in codec.rate_points()] == [8 / 16, 16 / 16]
+    assert codec.rate_points()[0].unit == "bpp"
+
+
+def test_select_rate():
+    codec = audio_rvq()
+    assert codec.select_rate("1.6kbps").name == "n2"  # 1.5 fits, 2.25 does not
+    assert codec.select_rate("2250bps").name == "n3"  # exactly at a point
+    assert codec.select_rate("100kbps").name == "n4"
+    assert codec.select_rate("max").name == "n4" and codec.select_rate("min").name == "n1"
+    assert codec.select_rate("n3").name == "n3"
+    with pytest.raises(RateError, match="below the lowest rate.*n1: 0.75 kbps"):
+        codec.select_rate("0.5kbps")
+    with pytest.raises(RateError, match="rate in bpp, but this is an audio codec.*Available"):
+        codec.select_rate("0.1bpp")
+    with pytest.raises(RateError, match="or a point name"):
+        codec.select_rate("fast")
+
+
+def test_measured_rates_drive_selection():
+    codec = audio_rvq()
+    codec.measured_rates = {"n3": 1.9, "n2": 1.1}
+    assert codec.select_rate("2kbps").name == "n3"  # measured 1.9 fits 2 kbps, nominal 2.25 would not
+    assert "measured 1.9 kbps" in codec.select_rate("n3").describe()
+
+
+def test_forward_losses_and_gradients():
+    codec = audio_rvq().train()
+    x = torch.rand(2, 1, 3000) * 2 - 1
+    out = codec(x)
+    assert out.x_hat.shape == x.shape
+    assert {"recon", "commitment"} <= set(out.loss)
+    out.total_loss.backward()
+    assert all(p.grad is not None for p in codec.encoder.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("quantizer", list_quantizers())
+def test_every_quantizer_encodes_and_decodes_at_every_rate_point(quantizer):
+    codec = Codec.build("image-resnet", quantizer, network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16))
+    codec.train()(torch.rand(2, 3, 16, 16))
+    codec.eval()
+    x = torch.rand(2, 3, 13, 11)
+    for point in codec.rate_points():
+        enc = codec.encode(x, point.name)
+        assert enc.codes.shape[:3] == (2, 4, 3) and enc.point == point
+        assert codec.decode(enc).shape == x.shape
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    codec = audio_rvq(init="kmeans")
+    codec.train()(torch.rand(2, 1, 3000) * 2 - 1)  # move k-means init, EMA state
+    codec.eval()
+    codec.measured_rates = {"n2": 1.4}
+    codec.save(tmp_path / "m", metadata={"note": "test"})
+    loaded = Codec.load(tmp_path / "m")
+    x = torch.rand(1, 2, 4321) * 2 - 1
+    for rate in ("n1", "n4"):
+        a, b = codec.encode(x, rate), loaded.encode(x, rate)
+        assert torch.equal(a.codes, b.codes)
+        assert torch.equal(codec.decode(a), loaded.decode(b))
+    assert loaded.measured_rates == {"n2": 1.4}
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["modality"] == "audio"
+
+
+def test_load_refuses_foreign_or_mismatched_files(tmp_path):
+    codec = audio_rvq()
+    folder = codec.save(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    for bad, match in [
+        ({**cfg, "format": "other"}, "not a vqcodec model"),
+        ({**cfg, "version": 99}, "unsupported model config version"),
+        ({**cfg, "quantizer": {"name": "rvq", "kwargs": {"codebook_size": 512, "num_levels": 4}}}, "do not match|size mismatch"),
+    ]:
+        (folder / "config.json").write_text(json.dumps(bad))
+        with pytest.raises((ValueError, RuntimeError), match=match):
+            Codec.load(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Codec.load(folder)
+    with pytest.raises(FileNotFoundError):
+        Codec.load(tmp_path / "nothing")
+
+
+def test_decode_checks_the_latent_grid():
+    codec = audio_rvq().eval()
+    enc = codec.encode(torch.rand(1, 1, 1000), "n2")
+    enc.padded = (640,)
+    with pytest.raises(ValueError, match="latent grid"):
+        codec.decode(enc)
