@@ -1,0 +1,244 @@
+"""Train an image codec: ``image-resnet`` networks around any registered quantizer.
+
+    python -m recipes.image_codec --config debug                       # CPU, seconds, synthetic data
+    python -m recipes.image_codec --config default --set data=data/images --out runs/img
+    torchrun --nproc_per_node 4 -m recipes.image_codec --config default --out runs/img
+    python -m recipes.image_codec --config default --out runs/img --resume   # continue a run
+    python -m recipes.image_codec --config default --out runs/img --resume --stop-at 20000  # a segment
+
+Loss: ``l1 * |x - x_hat| + ms_ssim * (1 - MS-SSIM) + quantizer terms`` and, from
+``adv_start`` on when ``adv_weight > 0``, a PatchGAN hinge loss with feature matching.
+Every ``checkpoint_every`` steps a resumable checkpoint is written; at the end the weight-EMA
+model is exported with :meth:`codec.model.Codec.save` to ``<out>/export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from codec.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss, ms_ssim
+from codec.metrics import psnr
+from codec.model import Codec
+from codec.nets.discriminators import get_discriminator
+from recipes.common import (
+    MetricLogger,
+    ModelEMA,
+    cleanup_distributed,
+    cosine_schedule,
+    latest_checkpoint,
+    load_checkpoint,
+    load_config,
+    restore_training_state,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+    training_state,
+)
+from recipes.data import ImageData, step_seed
+
+
+@dataclass(frozen=True)
+class ImageCodecConfig:
+    data: str = "data/images"
+    out: str = "runs/image_codec"
+    network: str = "image-resnet"
+    network_kwargs: dict[str, Any] = field(
+        default_factory=lambda: dict(channels=64, channel_mult=[1, 2, 2, 4], num_res_blocks=2, factor=8, latent_dim=64)
+    )
+    quantizer: str = "rvq"
+    quantizer_kwargs: dict[str, Any] = field(
+        default_factory=lambda: dict(codebook_size=1024, num_levels=4, quantizer_dropout=0.5,
+                                     dead_code_threshold=1.0, init="kmeans")
+    )
+    crop: int = 256
+    batch_size: int = 16
+    steps: int = 100_000
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    l1_weight: float = 1.0
+    ms_ssim_weight: float = 0.2
+    quantizer_weight: float = 1.0
+    adv_weight: float = 0.0
+    feature_weight: float = 0.0
+    adv_start: int = 20_000
+    max_side: int = 768
+    val_fraction: float = 0.1
+    val_every: int = 2000
+    val_images: int = 16
+    log_every: int = 50
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    max_shard_mb: int = 16
+    seed: int = 0
+    bf16: bool = True
+    device: str = "auto"
+
+    def validate(self) -> None:
+        factor = int(self.network_kwargs.get("factor", 8))
+        if self.crop % factor:
+            raise ValueError(f"crop {self.crop} must be a multiple of the network factor {factor}")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every", "crop"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if "codebook_size" not in self.quantizer_kwargs:
+            raise ValueError("quantizer_kwargs needs codebook_size")
+
+
+PRESETS = {
+    "default": ImageCodecConfig(),
+    # Runs on a CPU in seconds: tiny networks, 32x32 crops, synthetic images unless data= is set.
+    "debug": ImageCodecConfig(
+        data="synthetic",
+        out="runs/image_debug",
+        network_kwargs=dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False),
+        quantizer_kwargs=dict(codebook_size=64, num_levels=2, quantizer_dropout=0.5, dead_code_threshold=1.0),
+        crop=32, batch_size=4, steps=8, warmup_steps=2, max_side=64, val_every=4, val_images=2,
+        log_every=2, checkpoint_every=4, bf16=False,
+    ),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Train an image codec.")
+    ap.add_argument("--config", default="default", help=f"preset ({', '.join(PRESETS)}) or a JSON file")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    ap.add_argument("--out", default=None, help="output folder (overrides the config's 'out')")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ap.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                    help="checkpoint and stop at this step (run long trainings in segments)")
+    return ap.parse_args(argv)
+
+
+@torch.no_grad()
+def validate(model: Codec, data: ImageData, cfg: ImageCodecConfig, device: torch.device) -> dict[str, float]:
+    """PSNR / MS-SSIM of whole validation images at the lowest and highest rate points."""
+    model.eval()
+    points = model.rate_points()
+    results: dict[str, float] = {}
+    images = data.val_images(cfg.val_images)
+    for point in {points[0].name: points[0], points[-1].name: points[-1]}.values():
+        p_sum = s_sum = 0.0
+        for img in images:
+            img = img.to(device)
+            x_hat = model.decode(model.encode(img, point.name))
+            p_sum += float(psnr(img, x_hat).mean())
+            s_sum += float(ms_ssim(img, x_hat).mean())
+        if images:
+            results[f"psnr_{point.name}"] = p_sum / len(images)
+            results[f"ms_ssim_{point.name}"] = s_sum / len(images)
+    model.train()
+    return results
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    overrides = list(args.set) + ([f"out={args.out}"] if args.out else [])
+    cfg: ImageCodecConfig = load_config(ImageCodecConfig, PRESETS, args.config, overrides)
+    dist = setup_distributed(cfg.device)
+    device = dist.device
+    out = Path(cfg.out)
+    seed_everything(cfg.seed)
+
+    model = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
+                        quantizer_kwargs=cfg.quantizer_kwargs).to(device)
+    use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
+    disc = get_discriminator("image-patchgan").to(device) if use_adv else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    sched = cosine_schedule(opt, cfg.warmup_steps, cfg.steps)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc is not None else None
+    ema = ModelEMA(model, cfg.ema_decay)
+
+    start = 0
+    ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
+    if args.resume and ckpt is None and dist.is_main:
+        print(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from step 0")
+    if ckpt is not None:
+        start = restore_training_state(load_checkpoint(ckpt), model, opt, sched, ema, disc, opt_d)
+
+    train_model = DDP(model, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else model
+    train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc
+    data = ImageData(cfg.data, cfg.crop, cfg.max_side, cfg.val_fraction, cfg.seed)
+    logger = MetricLogger(out, cfg.steps, start, enabled=dist.is_main)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    if dist.is_main:
+        (out / "config.json").parent.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    stop = min(cfg.steps, args.stop_at) if args.stop_at else cfg.steps
+    for step in range(start, stop):
+        seed = step_seed(cfg.seed, step, dist.rank)
+        torch.manual_seed(seed)  # quantizer dropout, Gumbel noise, restarts: reproducible per step
+        x = data.batch(seed, cfg.batch_size).to(device, non_blocking=True)
+        adv_on = disc is not None and step >= cfg.adv_start
+        with torch.autocast(**autocast):
+            res = train_model(x)
+            x_hat = (res.recon.float() + 1) / 2  # unclamped, network range -> [0, 1]
+            target = (res.recon_target.float() + 1) / 2
+            terms = {"l1": cfg.l1_weight * res.loss["recon"]}
+            if cfg.ms_ssim_weight > 0:
+                terms["ms_ssim"] = cfg.ms_ssim_weight * (1 - ms_ssim(target, x_hat.clamp(0, 1)).mean())
+            for name, value in res.loss.items():
+                if name != "recon":
+                    terms[name] = cfg.quantizer_weight * value
+            if adv_on:
+                logits_fake, feats_fake = train_disc(x_hat)
+                with torch.no_grad():
+                    _, feats_real = train_disc(target)
+                terms["adv"] = cfg.adv_weight * hinge_generator_loss(logits_fake)
+                terms["feature"] = cfg.feature_weight * feature_matching_loss(feats_real, feats_fake)
+            loss = torch.stack([v.float() for v in terms.values()]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        if adv_on:
+            with torch.autocast(**autocast):
+                real, _ = train_disc(target)
+                fake, _ = train_disc(x_hat.detach())
+                d_loss = hinge_discriminator_loss(real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms["disc"] = d_loss.detach()
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
+            values.update({k: float(v) for k, v in res.metrics.items() if k in ("perplexity", "usage", "levels_used")})
+            logger.log(done, values)
+        else:
+            logger.advance(done)
+        if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop):
+            if dist.is_main:
+                save_checkpoint(out / "checkpoints", done, training_state(cfg, model, opt, sched, ema, disc, opt_d),
+                                keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_mb * 2**20)
+        if (done % cfg.val_every == 0 or done == cfg.steps) and dist.is_main:
+            logger.log(done, validate(model, data, cfg, device), split="val")
+
+    logger.close()
+    export = out / "export"
+    if dist.is_main and stop == cfg.steps:
+        final = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
+                            quantizer_kwargs=cfg.quantizer_kwargs)
+        final.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})
+        final.save(export, metadata={"recipe": "image_codec", "steps": str(cfg.steps)})
+    cleanup_distributed()
+    return export
+
+
+if __name__ == "__main__":
+    main()
