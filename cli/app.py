@@ -1,7 +1,7 @@
 """The ``vqcodec`` command.
 
 Commands so far: ``vqcodec quantizers`` (the registered quantizers and what a token costs in
-each) and ``vqcodec --version``.
+each), ``vqcodec train RECIPE ...`` (run a training recipe) and ``vqcodec --version``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,29 @@ def quantizers(
             name, type(q).__name__, f"{q.codebook_size:,}", f"{q.bits_per_token:.2f}", f"{params:,}", f"{buffers:,}"
         )
     console.print(table)
+
+
+RECIPES = {"image_codec": "recipes.image_codec", "audio_codec": "recipes.audio_codec"}
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Run a training recipe: vqcodec train RECIPE [--config NAME|FILE] [--set KEY=VALUE ...] "
+    "[--out DIR] [--resume] [--stop-at STEP]. Recipes: " + ", ".join(RECIPES) + ".",
+)
+def train(ctx: typer.Context, recipe: str = typer.Argument(..., help="image_codec or audio_codec")) -> None:
+    import importlib
+
+    if recipe not in RECIPES:
+        console.print(f"[red]unknown recipe {recipe!r}[/red]; available: {', '.join(RECIPES)}")
+        raise typer.Exit(2)
+    module = importlib.import_module(RECIPES[recipe])
+    try:
+        export = module.main(list(ctx.args))
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"done; exported model: {export}")
 
 
 def main() -> None:

@@ -1,0 +1,128 @@
+"""Recipes end to end on CPU: debug configs, real files, resume, DDP, checkpoints, configs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torchvision.io import encode_jpeg, write_png
+
+from codec.model import Codec
+from recipes import audio_codec, image_codec
+from recipes.common import apply_overrides, latest_checkpoint, load_checkpoint, load_config, save_checkpoint
+from recipes.data import mulaw_encode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_log(path):
+    with open(path / "log.csv") as f:
+        return [row for row in csv.DictReader(f)]
+
+
+def train_losses(path):
+    return [(r["step"], r["loss"]) for r in read_log(path) if r["split"] == "train"]
+
+
+@pytest.mark.parametrize("recipe", [image_codec, audio_codec])
+def test_debug_config_trains_validates_checkpoints_and_exports(recipe, tmp_path):
+    export = recipe.main(["--config", "debug", "--out", str(tmp_path / "run")])
+    rows = read_log(tmp_path / "run")
+    assert [r["step"] for r in rows if r["split"] == "train"] == ["2", "4", "6", "8"]
+    val = [r for r in rows if r["split"] == "val"]
+    assert len(val) == 2
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-00000008"
+    model = Codec.load(export)
+    x = torch.rand(1, 3, 20, 28) if recipe is image_codec else torch.rand(1, 1, 3000) * 2 - 1
+    for point in model.rate_points():
+        assert model.decode(model.encode(x, point.name)).shape == x.shape
+
+
+def test_recipes_read_real_image_and_audio_files(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        img = (torch.rand(3, 40 + 7 * i, 50) * 255).to(torch.uint8)
+        write_png(img, str(images / f"p{i}.png"))
+    (images / "photo.jpg").write_bytes(encode_jpeg((torch.rand(3, 64, 48) * 255).to(torch.uint8)).numpy().tobytes())
+    np.save(images / "compact.npy", (np.random.rand(36, 40, 3) * 255).astype(np.uint8))
+    image_codec.main(["--config", "debug", "--out", str(tmp_path / "img"), "--set", f"data={images}", "--set", "steps=2"])
+    assert Codec.load(tmp_path / "img" / "export").modality == "image"
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(22050) / 22050
+    sf.write(audio / "a.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 22050)
+    sf.write(audio / "b.flac", np.stack([0.2 * np.sin(2 * np.pi * 330 * t)] * 2, 1), 22050)  # stereo -> mono
+    sf.write(audio / "c.ogg", 0.2 * np.sin(2 * np.pi * 110 * t), 22050)
+    np.savez(audio / "d.npz", mulaw=mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * t[:16000])), sample_rate=16000)
+    audio_codec.main(["--config", "debug", "--out", str(tmp_path / "aud"), "--set", f"data={audio}", "--set", "steps=2"])
+    assert Codec.load(tmp_path / "aud" / "export").sample_rate == 16000
+
+
+@pytest.mark.parametrize("recipe,extra", [(image_codec, []), (audio_codec, ["--set", "adv_weight=0.1", "--set", "adv_start=2"])])
+def test_kill_and_resume_matches_an_uninterrupted_run(recipe, extra, tmp_path):
+    recipe.main(["--config", "debug", "--out", str(tmp_path / "full"), *extra])
+    recipe.main(["--config", "debug", "--out", str(tmp_path / "cut"), "--stop-at", "3", *extra])
+    assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "step-00000003"
+    assert not (tmp_path / "cut" / "export").exists()  # stopped early: nothing exported yet
+    recipe.main(["--config", "debug", "--out", str(tmp_path / "cut"), "--resume", *extra])
+    full, cut = train_losses(tmp_path / "full"), train_losses(tmp_path / "cut")
+    assert [s for s, _ in full] == [s for s, _ in cut]
+    np.testing.assert_allclose([float(v) for _, v in cut], [float(v) for _, v in full], rtol=1e-5)
+
+
+def test_two_process_gloo_ddp_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "recipes.image_codec", "--config", "debug", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(train_losses(tmp_path / "ddp")) == 4
+    model = Codec.load(tmp_path / "ddp" / "export")
+    assert model.modality == "image"
+
+
+def test_checkpoints_are_split_into_bounded_shards_and_round_trip(tmp_path):
+    state = {
+        "model": {"a": torch.randn(300, 300), "b": torch.randn(10), "c": torch.arange(5)},
+        "optimizer": {"state": {0: {"exp_avg": torch.randn(300, 300), "step": torch.tensor(3.0)}},
+                      "param_groups": [{"lr": 0.1, "params": [0], "betas": (0.9, 0.99)}]},
+        "note": "hello", "nested": [1, 2.5, None, True],
+    }
+    path = save_checkpoint(tmp_path, 7, state, max_shard_bytes=400_000)
+    shards = sorted(path.glob("tensors-*.safetensors"))
+    assert len(shards) >= 2 and all(p.stat().st_size <= 400_000 + 2_000 for p in shards if p.stat().st_size > 400_000 // 2)
+    back = load_checkpoint(path)
+    assert back["step"] == 7 and back["note"] == "hello" and back["nested"] == [1, 2.5, None, True]
+    assert torch.equal(back["model"]["a"], state["model"]["a"])
+    assert back["optimizer"]["state"][0]["step"] == state["optimizer"]["state"][0]["step"]
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.99)
+    # an interrupted write never becomes "latest"
+    (tmp_path / "step-00000009.tmp").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-00000007"
+
+
+def test_config_validation(tmp_path):
+    cfg = load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["steps=3", "lr=0.001", "bf16=true"])
+    assert cfg.steps == 3 and cfg.lr == 0.001 and cfg.bf16 is True
+    cfg = apply_overrides(cfg, ["quantizer_kwargs.codebook_size=32", "network_kwargs={\"channels\": 4, \"factor\": 4}"])
+    assert cfg.quantizer_kwargs["codebook_size"] == 32 and cfg.network_kwargs == {"channels": 4, "factor": 4}
+    with pytest.raises(ValueError, match="unknown config field 'stepz'"):
+        load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["stepz=3"])
+    with pytest.raises(ValueError, match="crop 30 must be a multiple"):
+        load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["crop=30"])
+    with pytest.raises(ValueError):
+        load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["steps=many"])
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"preset": "debug", "steps": 5}))
+    assert load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, str(path)).steps == 5
+    path.write_text(json.dumps({"preset": "debug", "stepz": 5}))
+    with pytest.raises(ValueError, match="unknown config fields"):
+        load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, str(path))
