@@ -18,6 +18,7 @@ keyword arguments, measured rates). No pickle anywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -112,6 +113,9 @@ class CodecOutput:
         codes: the quantizer codes ``(B, *latent_spatial[, levels])``.
         recon_target: the network-domain target (padded, per channel) that ``recon`` compares.
         recon: the network-domain reconstruction, unclamped (for extra losses).
+        extra_recons: further network-domain reconstructions of multi-rate training, by tag
+            (RAQ: ``"@k37"`` for the pass with a 37-code adapted codebook); their loss terms carry
+            the same tag.
     """
 
     x_hat: Tensor
@@ -120,6 +124,7 @@ class CodecOutput:
     codes: Tensor
     recon_target: Tensor
     recon: Tensor
+    extra_recons: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def total_loss(self) -> Tensor:
@@ -236,14 +241,36 @@ class Codec(nn.Module):
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> CodecOutput:
-        """Training/validation pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`."""
+        """Training/validation pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`.
+
+        In training, the quantizer's :meth:`~codec.quant.Quantizer.training_settings` decide how
+        many quantize-decode passes share the one encoder pass (RAQ: the base codebook and one
+        sampled size); the first pass is the main output, later ones are tagged.
+        """
         y, info = self.encoder.prepare(x)
         latent = self.encoder(y)
-        q = channel_first(self.quantizer, latent)
-        recon = self.decoder(q.z_q)
-        loss = {"recon": reconstruction_loss(y, recon, self.recon_loss), **q.loss}
+        settings = self.quantizer.training_settings() if self.training else [{}]
+        loss: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        extra: dict[str, Tensor] = {}
+        main: tuple[Tensor, Tensor] | None = None
+        for i, setting in enumerate(settings):
+            q = channel_first(functools.partial(self.quantizer, **setting), latent)
+            recon = self.decoder(q.z_q)
+            tag = "" if i == 0 else "@" + _point_name(setting)
+            loss["recon" + tag] = reconstruction_loss(y, recon, self.recon_loss)
+            loss.update({name + tag: value for name, value in q.loss.items()})
+            metrics.update({name + tag: value for name, value in q.metrics.items()})
+            if i == 0:
+                main = (recon, q.codes)
+            else:
+                extra[tag] = recon
+        assert main is not None
+        recon, codes = main
         x_hat = self.encoder.restore(recon, info)
-        return CodecOutput(x_hat=x_hat, loss=loss, metrics=q.metrics, codes=q.codes, recon_target=y, recon=recon)
+        return CodecOutput(
+            x_hat=x_hat, loss=loss, metrics=metrics, codes=codes, recon_target=y, recon=recon, extra_recons=extra
+        )
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -323,7 +350,12 @@ class Codec(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = self.export_config()
+        publish = getattr(self.quantizer, "publish", None)
+        if callable(publish):  # RAQ: store the adapted codebooks of every rate point
+            publish()
         state = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
+        if callable(publish) and self.quantizer.training:
+            self.quantizer.train(True)  # still training: the stored codebooks go stale in this copy
         tmp_w, tmp_c = folder / (WEIGHTS_FILE + ".tmp"), folder / (CONFIG_FILE + ".tmp")
         save_file(state, str(tmp_w), metadata={"format": FORMAT_NAME, **dict(metadata or {})})
         tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))

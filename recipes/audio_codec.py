@@ -42,6 +42,7 @@ from recipes.common import (
     seed_everything,
     setup_distributed,
     training_state,
+    validation_points,
 )
 from recipes.data import AudioData, step_seed
 
@@ -107,6 +108,24 @@ PRESETS = {
         segment_seconds=0.2, batch_size=4, steps=8, warmup_steps=2, val_every=4, val_clips=2, val_seconds=0.5,
         log_every=2, checkpoint_every=4, bf16=False,
     ),
+    # One bitrate-adaptive codec: a single RAQ codebook (base 1024) resized to 64 - 4096 codes:
+    # 6 - 12 bits per frame at 75 frames/s = 0.45 - 0.9 kbps per channel. (RAQ inside residual
+    # levels, for the higher rates, is not combined yet.)
+    "raq": AudioCodecConfig(
+        quantizer="raq",
+        quantizer_kwargs=dict(codebook_size=1024, min_codebook_size=64, max_codebook_size=4096,
+                              base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
+    ),
+    "raq-debug": AudioCodecConfig(
+        data="synthetic",
+        out="runs/audio_raq_debug",
+        network_kwargs=dict(channels=4, strides=[2, 4, 5], latent_dim=8, sample_rate=16000, activation="snake"),
+        quantizer="raq",
+        quantizer_kwargs=dict(codebook_size=16, min_codebook_size=4, max_codebook_size=64, forcing="official",
+                              base_kwargs=dict(dead_code_threshold=1.0)),
+        segment_seconds=0.2, batch_size=4, steps=8, warmup_steps=2, val_every=4, val_clips=2, val_seconds=0.5,
+        log_every=2, checkpoint_every=4, bf16=False,
+    ),
 }
 
 
@@ -123,12 +142,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @torch.no_grad()
 def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch.device) -> dict[str, float]:
-    """SI-SDR / mel distance of validation excerpts at the lowest and highest rate points."""
+    """SI-SDR / mel distance of validation excerpts at up to four rate points (lowest to highest)."""
     model.eval()
     points = model.rate_points()
     results: dict[str, float] = {}
     clips = data.val_clips(cfg.val_clips, cfg.val_seconds)
-    for point in {points[0].name: points[0], points[-1].name: points[-1]}.values():
+    for point in validation_points(points):
         sdr = mel = 0.0
         for wav in clips:
             wav = wav.to(device)
@@ -187,12 +206,15 @@ def main(argv: list[str] | None = None) -> Path:
         with torch.autocast(**autocast):
             res = train_model(x)
             x_hat, target = res.recon.float(), res.recon_target.float()  # (B*C, 1, T) padded waveforms
-            terms = {"l1": cfg.l1_weight * res.loss["recon"]}
-            if cfg.mel_weight > 0:
-                terms["mel"] = cfg.mel_weight * mel_loss(target, x_hat)
-            for name, value in res.loss.items():
-                if name != "recon":
+            terms = {}
+            for name, value in res.loss.items():  # "recon" and quantizer terms (tagged "@k37" for RAQ passes)
+                if name.startswith("recon"):
+                    terms["l1" + name[5:]] = cfg.l1_weight * value
+                else:
                     terms[name] = cfg.quantizer_weight * value
+            if cfg.mel_weight > 0:
+                for tag, recon in {"": res.recon, **res.extra_recons}.items():
+                    terms["mel" + tag] = cfg.mel_weight * mel_loss(target, recon.float())
             if adv_on:
                 logits_fake, feats_fake = train_disc(x_hat)
                 with torch.no_grad():
@@ -218,9 +240,15 @@ def main(argv: list[str] | None = None) -> Path:
 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            values = {k: float(v.detach()) for k, v in terms.items()}
+            values: dict[str, float] = {}
+            for k, v in terms.items():  # tagged terms ("mel@k37") vary per step: log them as "mel@adapted"
+                key = k.split("@")[0] + "@adapted" if "@" in k else k
+                values[key] = values.get(key, 0.0) + float(v.detach())
             values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
-            values.update({k: float(v) for k, v in res.metrics.items() if k in ("perplexity", "usage", "levels_used")})
+            values.update({
+                k.split("@")[0] + ("@adapted" if "@" in k else ""): float(v)
+                for k, v in res.metrics.items() if k.split("@")[0] in ("perplexity", "usage", "levels_used", "codebook_size")
+            })
             logger.log(done, values)
         else:
             logger.advance(done)

@@ -49,6 +49,7 @@ __all__ = [
     "latest_checkpoint",
     "MetricLogger",
     "seed_everything",
+    "validation_points",
     "unwrap",
 ]
 
@@ -164,6 +165,14 @@ def cleanup_distributed() -> None:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def validation_points(points: list[Any], n: int = 4) -> list[Any]:
+    """Up to ``n`` rate points spread over the sorted list, always including both ends."""
+    if len(points) <= n:
+        return list(points)
+    idx = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
+    return [points[i] for i in idx]
 
 
 def seed_everything(seed: int) -> None:

@@ -41,6 +41,7 @@ from recipes.common import (
     seed_everything,
     setup_distributed,
     training_state,
+    validation_points,
 )
 from recipes.data import ImageData, step_seed
 
@@ -106,6 +107,23 @@ PRESETS = {
         crop=32, batch_size=4, steps=8, warmup_steps=2, max_side=64, val_every=4, val_images=2,
         log_every=2, checkpoint_every=4, bf16=False,
     ),
+    # One bitrate-adaptive codec: RAQ over an EMA base codebook of 256 codes, adapted to 16 - 4096
+    # codes (4 - 12 bits per token at factor 8: 0.0625 - 0.1875 bpp) without retraining.
+    "raq": ImageCodecConfig(
+        quantizer="raq",
+        quantizer_kwargs=dict(codebook_size=256, min_codebook_size=16, max_codebook_size=4096,
+                              base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
+    ),
+    "raq-debug": ImageCodecConfig(
+        data="synthetic",
+        out="runs/image_raq_debug",
+        network_kwargs=dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False),
+        quantizer="raq",
+        quantizer_kwargs=dict(codebook_size=16, min_codebook_size=4, max_codebook_size=64, forcing="official",
+                              base_kwargs=dict(dead_code_threshold=1.0)),
+        crop=32, batch_size=4, steps=8, warmup_steps=2, max_side=64, val_every=4, val_images=2,
+        log_every=2, checkpoint_every=4, bf16=False,
+    ),
 }
 
 
@@ -122,12 +140,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @torch.no_grad()
 def validate(model: Codec, data: ImageData, cfg: ImageCodecConfig, device: torch.device) -> dict[str, float]:
-    """PSNR / MS-SSIM of whole validation images at the lowest and highest rate points."""
+    """PSNR / MS-SSIM of whole validation images at up to four rate points (lowest to highest)."""
     model.eval()
     points = model.rate_points()
     results: dict[str, float] = {}
     images = data.val_images(cfg.val_images)
-    for point in {points[0].name: points[0], points[-1].name: points[-1]}.values():
+    for point in validation_points(points):
         p_sum = s_sum = 0.0
         for img in images:
             img = img.to(device)
@@ -185,12 +203,16 @@ def main(argv: list[str] | None = None) -> Path:
             res = train_model(x)
             x_hat = (res.recon.float() + 1) / 2  # unclamped, network range -> [0, 1]
             target = (res.recon_target.float() + 1) / 2
-            terms = {"l1": cfg.l1_weight * res.loss["recon"]}
-            if cfg.ms_ssim_weight > 0:
-                terms["ms_ssim"] = cfg.ms_ssim_weight * (1 - ms_ssim(target, x_hat.clamp(0, 1)).mean())
-            for name, value in res.loss.items():
-                if name != "recon":
+            terms = {}
+            for name, value in res.loss.items():  # "recon" and quantizer terms (tagged "@k37" for RAQ passes)
+                if name.startswith("recon"):
+                    terms["l1" + name[5:]] = cfg.l1_weight * value
+                else:
                     terms[name] = cfg.quantizer_weight * value
+            if cfg.ms_ssim_weight > 0:
+                for tag, recon in {"": res.recon, **res.extra_recons}.items():
+                    x_rec = ((recon.float() + 1) / 2).clamp(0, 1)
+                    terms["ms_ssim" + tag] = cfg.ms_ssim_weight * (1 - ms_ssim(target, x_rec).mean())
             if adv_on:
                 logits_fake, feats_fake = train_disc(x_hat)
                 with torch.no_grad():
@@ -216,9 +238,15 @@ def main(argv: list[str] | None = None) -> Path:
 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            values = {k: float(v.detach()) for k, v in terms.items()}
+            values: dict[str, float] = {}
+            for k, v in terms.items():  # tagged terms ("mel@k37") vary per step: log them as "mel@adapted"
+                key = k.split("@")[0] + "@adapted" if "@" in k else k
+                values[key] = values.get(key, 0.0) + float(v.detach())
             values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
-            values.update({k: float(v) for k, v in res.metrics.items() if k in ("perplexity", "usage", "levels_used")})
+            values.update({
+                k.split("@")[0] + ("@adapted" if "@" in k else ""): float(v)
+                for k, v in res.metrics.items() if k.split("@")[0] in ("perplexity", "usage", "levels_used", "codebook_size")
+            })
             logger.log(done, values)
         else:
             logger.advance(done)

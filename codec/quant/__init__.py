@@ -60,6 +60,7 @@ def _register_builtins() -> None:
     from codec.quant.adaptive import AdaptiveQuantizer
     from codec.quant.fsq import FSQ
     from codec.quant.gumbel import GumbelQuantizer
+    from codec.quant.raq import RAQ
     from codec.quant.rvq import ResidualVQ
     from codec.quant.simvq import SimVQ
     from codec.quant.vq import VectorQuantizer
@@ -71,6 +72,7 @@ def _register_builtins() -> None:
         ("rvq", ResidualVQ),
         ("fsq", FSQ),
         ("adaptive", AdaptiveQuantizer),
+        ("raq", RAQ),
     ]:
         register_quantizer(name)(cls)
 

@@ -108,6 +108,10 @@ class Quantizer(nn.Module):
         """
         return [{}]
 
+    def training_settings(self) -> list[dict[str, int]]:
+        """Settings a codec trains each step, one decoder pass each (RAQ: base + a sampled size)."""
+        return [{}]
+
     def bits_per_token_at(self, **setting: int) -> float:
         """Nominal bits per token at one of :meth:`rate_settings`."""
         if setting:
