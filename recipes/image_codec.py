@@ -67,6 +67,7 @@ class ImageCodecConfig:
     warmup_steps: int = 1000
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    recon_loss: str = "l1"  # "l1" or "l2": the per-sample reconstruction term weighted by l1_weight
     l1_weight: float = 1.0
     ms_ssim_weight: float = 0.2
     quantizer_weight: float = 1.0
@@ -92,6 +93,8 @@ class ImageCodecConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every", "crop"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.recon_loss not in ("l1", "l2"):
+            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         if "codebook_size" not in self.quantizer_kwargs:
             raise ValueError("quantizer_kwargs needs codebook_size")
 
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> Path:
     seed_everything(cfg.seed)
 
     model = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
-                        quantizer_kwargs=cfg.quantizer_kwargs).to(device)
+                        quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss).to(device)
     use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
     disc = get_discriminator("image-patchgan").to(device) if use_adv else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> Path:
     export = out / "export"
     if dist.is_main and stop == cfg.steps:
         final = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
-                            quantizer_kwargs=cfg.quantizer_kwargs)
+                            quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss)
         final.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})
         final.save(export, metadata={"recipe": "image_codec", "steps": str(cfg.steps)})
     cleanup_distributed()

@@ -126,3 +126,19 @@ def test_config_validation(tmp_path):
     path.write_text(json.dumps({"preset": "debug", "stepz": 5}))
     with pytest.raises(ValueError, match="unknown config fields"):
         load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, str(path))
+
+
+def test_raq_reproduction_debug_trains_every_model_and_writes_the_tables(tmp_path):
+    from recipes import raq_reproduction
+
+    out = raq_reproduction.main(["--config", "debug", "--out", str(tmp_path / "repro")])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [int(r["codebook_size"]) for r in rows] == [8, 16, 32]
+    for r in rows:
+        assert float(r["fixed_psnr"]) > 0 and float(r["raq_psnr"]) > 0
+        assert 1 <= float(r["raq_perplexity"]) <= int(r["codebook_size"])
+    assert "Largest gap" in (out / "results.md").read_text()
+    # a second call finds every export and only re-evaluates
+    mtime = (out / "raq" / "export" / "model.safetensors").stat().st_mtime
+    raq_reproduction.main(["--config", "debug", "--out", str(tmp_path / "repro")])
+    assert (out / "raq" / "export" / "model.safetensors").stat().st_mtime == mtime
