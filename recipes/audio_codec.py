@@ -8,47 +8,31 @@
 
 Loss: ``l1 * |x - x_hat| + mel * multi-resolution mel loss + quantizer terms`` and, from
 ``adv_start`` on when ``adv_weight > 0``, EnCodec's multi-scale STFT discriminator (hinge) with
-feature matching. Training segments are mono, loudness-normalised, at the model's rate.
-Every ``checkpoint_every`` steps a resumable checkpoint is written; at the end the weight-EMA
-model is exported with :meth:`codec.model.Codec.save` to ``<out>/export``.
+feature matching. Training segments are mono, loudness-normalised, at the model's rate. The
+loop itself (DDP, bf16, EMA, checkpoints, resume, export) is :mod:`recipes.loop`.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch import Tensor
 
-from codec.losses import MultiResolutionMelLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+from codec.losses import MultiResolutionMelLoss
 from codec.metrics import mel_distance, si_sdr
 from codec.model import Codec
-from codec.nets.discriminators import get_discriminator
-from recipes.common import (
-    MetricLogger,
-    ModelEMA,
-    cleanup_distributed,
-    cosine_schedule,
-    latest_checkpoint,
-    load_checkpoint,
-    load_config,
-    restore_training_state,
-    save_checkpoint,
-    seed_everything,
-    setup_distributed,
-    training_state,
-    validation_points,
-)
-from recipes.data import AudioData, step_seed
+from recipes.common import validation_points
+from recipes.data import AudioData
+from recipes.loop import RecipeHooks, run_recipe
 
 
 @dataclass(frozen=True)
 class AudioCodecConfig:
+    """Train an audio codec."""
+
     data: str = "data/audio"
     out: str = "runs/audio_codec"
     network: str = "audio-seanet"
@@ -132,17 +116,6 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="Train an audio codec.")
-    ap.add_argument("--config", default="default", help=f"preset ({', '.join(PRESETS)}) or a JSON file")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    ap.add_argument("--out", default=None, help="output folder (overrides the config's 'out')")
-    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    ap.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                    help="checkpoint and stop at this step (run long trainings in segments)")
-    return ap.parse_args(argv)
-
-
 @torch.no_grad()
 def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch.device) -> dict[str, float]:
     """SI-SDR / mel distance of validation excerpts at up to four rate points (lowest to highest)."""
@@ -164,113 +137,30 @@ def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch
     return results
 
 
+def _signal_losses(cfg: AudioCodecConfig, model: Codec, device: torch.device) -> Callable[[Tensor, Tensor], dict[str, Tensor]]:
+    mel = MultiResolutionMelLoss(int(model.sample_rate)).to(device)
+
+    def losses(target: Tensor, recon: Tensor) -> dict[str, Tensor]:
+        return {"mel": cfg.mel_weight * mel(target, recon)} if cfg.mel_weight > 0 else {}
+
+    return losses
+
+
+HOOKS = RecipeHooks(
+    name="audio_codec",
+    discriminator="audio-msstft",
+    make_data=lambda cfg, model: AudioData(
+        cfg.data, int(model.sample_rate), cfg.segment_seconds, cfg.val_fraction, seed=cfg.seed
+    ),
+    make_signal_losses=_signal_losses,
+    to_discriminator=lambda x: x,
+    validate=validate,
+)
+
+
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    overrides = list(args.set) + ([f"out={args.out}"] if args.out else [])
-    cfg: AudioCodecConfig = load_config(AudioCodecConfig, PRESETS, args.config, overrides)
-    dist = setup_distributed(cfg.device)
-    device = dist.device
-    out = Path(cfg.out)
-    seed_everything(cfg.seed)
-
-    model = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
-                        quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss).to(device)
-    use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
-    disc = get_discriminator("audio-msstft").to(device) if use_adv else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    sched = cosine_schedule(opt, cfg.warmup_steps, cfg.steps)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc is not None else None
-    ema = ModelEMA(model, cfg.ema_decay)
-
-    start = 0
-    ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
-    if args.resume and ckpt is None and dist.is_main:
-        print(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from step 0")
-    if ckpt is not None:
-        start = restore_training_state(load_checkpoint(ckpt), model, opt, sched, ema, disc, opt_d)
-
-    train_model = DDP(model, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else model
-    train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc
-    sample_rate = int(model.sample_rate)
-    data = AudioData(cfg.data, sample_rate, cfg.segment_seconds, cfg.val_fraction, seed=cfg.seed)
-    mel_loss = MultiResolutionMelLoss(sample_rate).to(device)
-    logger = MetricLogger(out, cfg.steps, start, enabled=dist.is_main)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-    if dist.is_main:
-        (out / "config.json").parent.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-
-    stop = min(cfg.steps, args.stop_at) if args.stop_at else cfg.steps
-    for step in range(start, stop):
-        seed = step_seed(cfg.seed, step, dist.rank)
-        torch.manual_seed(seed)  # quantizer dropout, Gumbel noise, restarts: reproducible per step
-        x = data.batch(seed, cfg.batch_size).to(device, non_blocking=True)
-        adv_on = disc is not None and step >= cfg.adv_start
-        with torch.autocast(**autocast):
-            res = train_model(x)
-            x_hat, target = res.recon.float(), res.recon_target.float()  # (B*C, 1, T) padded waveforms
-            terms = {}
-            for name, value in res.loss.items():  # "recon" and quantizer terms (tagged "@k37" for RAQ passes)
-                if name.startswith("recon"):
-                    terms["l1" + name[5:]] = cfg.l1_weight * value
-                else:
-                    terms[name] = cfg.quantizer_weight * value
-            if cfg.mel_weight > 0:
-                for tag, recon in {"": res.recon, **res.extra_recons}.items():
-                    terms["mel" + tag] = cfg.mel_weight * mel_loss(target, recon.float())
-            if adv_on:
-                logits_fake, feats_fake = train_disc(x_hat)
-                with torch.no_grad():
-                    _, feats_real = train_disc(target)
-                terms["adv"] = cfg.adv_weight * hinge_generator_loss(logits_fake)
-                terms["feature"] = cfg.feature_weight * feature_matching_loss(feats_real, feats_fake)
-            loss = torch.stack([v.float() for v in terms.values()]).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(model)
-        if adv_on:
-            with torch.autocast(**autocast):
-                real, _ = train_disc(target)
-                fake, _ = train_disc(x_hat.detach())
-                d_loss = hinge_discriminator_loss(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            terms["disc"] = d_loss.detach()
-
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            values: dict[str, float] = {}
-            for k, v in terms.items():  # tagged terms ("mel@k37") vary per step: log them as "mel@adapted"
-                key = k.split("@")[0] + "@adapted" if "@" in k else k
-                values[key] = values.get(key, 0.0) + float(v.detach())
-            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
-            values.update({
-                k.split("@")[0] + ("@adapted" if "@" in k else ""): float(v)
-                for k, v in res.metrics.items() if k.split("@")[0] in ("perplexity", "usage", "levels_used", "codebook_size")
-            })
-            logger.log(done, values)
-        else:
-            logger.advance(done)
-        if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop):
-            if dist.is_main:
-                save_checkpoint(out / "checkpoints", done, training_state(cfg, model, opt, sched, ema, disc, opt_d),
-                                keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_mb * 2**20)
-        if (done % cfg.val_every == 0 or done == cfg.steps) and dist.is_main:
-            logger.log(done, validate(model, data, cfg, device), split="val")
-
-    logger.close()
-    export = out / "export"
-    if dist.is_main and stop == cfg.steps:
-        final = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
-                            quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss)
-        final.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})
-        final.save(export, metadata={"recipe": "audio_codec", "steps": str(cfg.steps)})
-    cleanup_distributed()
-    return export
+    """Train (or resume) an audio codec; returns the export folder."""
+    return run_recipe(AudioCodecConfig, PRESETS, HOOKS, argv)
 
 
 if __name__ == "__main__":

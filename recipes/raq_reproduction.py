@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -216,7 +216,7 @@ class AdaptiveQuantizer(Quantizer):
         for n, _ in self.shapes[:-1]:
             offsets.append(offsets[-1] + n)
         flat_codes = []
-        for i, (n, d) in enumerate(self.shapes):
+        for i, (_, d) in enumerate(self.shapes):
             rows = codes[sel == i, 1 : 1 + self.dim // d]
             flat_codes.append(rows.reshape(-1) + offsets[i])
         counts = torch.bincount(torch.cat(flat_codes), minlength=self.codebook_size)

@@ -1,0 +1,195 @@
+"""The codec training loop shared by ``image_codec`` and ``audio_codec``.
+
+A recipe supplies its config (a dataclass with the fields read below), its data, its
+signal-domain losses and its validation through :class:`RecipeHooks`; everything else — DDP,
+bf16 autocast, the optional discriminator, gradient clipping, weight EMA, logging, sharded
+checkpoints, exact resume, segments (``--stop-at``) and export — is here, once.
+
+Per step ``t`` the batch and every random draw are seeded from ``(seed, t, rank)``, so a run
+resumed from a checkpoint repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from codec.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+from codec.model import Codec, CodecOutput
+from codec.nets.discriminators import get_discriminator
+from recipes.common import (
+    MetricLogger,
+    ModelEMA,
+    cleanup_distributed,
+    cosine_schedule,
+    latest_checkpoint,
+    load_checkpoint,
+    load_config,
+    restore_training_state,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+    training_state,
+)
+from recipes.data import step_seed
+
+__all__ = ["RecipeHooks", "parse_recipe_args", "run_recipe"]
+
+LOGGED_METRICS = ("perplexity", "usage", "levels_used", "codebook_size")
+
+
+@dataclass
+class RecipeHooks:
+    """What differs between recipes.
+
+    Attributes:
+        name: recipe name (stored in the exported model's metadata).
+        discriminator: registry name of the discriminator used when ``adv_weight > 0``.
+        make_data: ``(cfg, model) -> data`` with ``data.batch(seed, batch_size) -> Tensor``.
+        make_signal_losses: ``(cfg, model, device) -> fn(target, recon) -> {name: loss}``, applied to
+            every reconstruction of a step (network domain, unclamped); weights included.
+        to_discriminator: maps a network-domain signal to the discriminator's input domain.
+        validate: ``(model, data, cfg, device) -> {metric: value}`` (model in eval mode inside).
+    """
+
+    name: str
+    discriminator: str
+    make_data: Callable[[Any, Codec], Any]
+    make_signal_losses: Callable[[Any, Codec, torch.device], Callable[[Tensor, Tensor], dict[str, Tensor]]]
+    to_discriminator: Callable[[Tensor], Tensor]
+    validate: Callable[[Codec, Any, Any, torch.device], dict[str, float]]
+
+
+def parse_recipe_args(description: str, presets: Mapping[str, Any], argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", default="default", help=f"preset ({', '.join(presets)}) or a JSON file")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    ap.add_argument("--out", default=None, help="output folder (overrides the config's 'out')")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ap.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                    help="checkpoint and stop at this step (run long trainings in segments)")
+    return ap.parse_args(argv)
+
+
+def _log_values(terms: Mapping[str, Tensor], metrics: Mapping[str, Tensor]) -> dict[str, float]:
+    """Loss terms and chosen metrics; tags of multi-rate passes ("mel@k37") vary per step, so
+    they are logged under a stable name ("mel@adapted")."""
+    values: dict[str, float] = {}
+    for k, v in terms.items():
+        key = k.split("@")[0] + "@adapted" if "@" in k else k
+        values[key] = values.get(key, 0.0) + float(v.detach())
+    for k, v in metrics.items():
+        if k.split("@")[0] in LOGGED_METRICS:
+            values[k.split("@")[0] + ("@adapted" if "@" in k else "")] = float(v)
+    return values
+
+
+def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: list[str] | None) -> Path:
+    """Parse arguments, train, export; returns the export folder (``<out>/export``)."""
+    args = parse_recipe_args(cls.__doc__ or hooks.name, presets, argv)
+    overrides = list(args.set) + ([f"out={args.out}"] if args.out else [])
+    cfg = load_config(cls, presets, args.config, overrides)
+    dist = setup_distributed(cfg.device)
+    device = dist.device
+    out = Path(cfg.out)
+    seed_everything(cfg.seed)
+
+    def build() -> Codec:
+        return Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
+                           quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss)
+
+    model = build().to(device)
+    use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
+    disc = get_discriminator(hooks.discriminator).to(device) if use_adv else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    sched = cosine_schedule(opt, cfg.warmup_steps, cfg.steps)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc is not None else None
+    ema = ModelEMA(model, cfg.ema_decay)
+
+    start = 0
+    ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
+    if args.resume and ckpt is None and dist.is_main:
+        print(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from step 0")
+    if ckpt is not None:
+        start = restore_training_state(load_checkpoint(ckpt), model, opt, sched, ema, disc, opt_d)
+
+    train_model = DDP(model, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else model
+    train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc
+    data = hooks.make_data(cfg, model)
+    signal_losses = hooks.make_signal_losses(cfg, model, device)
+    logger = MetricLogger(out, cfg.steps, start, enabled=dist.is_main)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    stop = min(cfg.steps, args.stop_at) if args.stop_at else cfg.steps
+    for step in range(start, stop):
+        seed = step_seed(cfg.seed, step, dist.rank)
+        torch.manual_seed(seed)  # quantizer dropout, Gumbel noise, restarts: reproducible per step
+        x = data.batch(seed, cfg.batch_size).to(device, non_blocking=True)
+        adv_on = disc is not None and step >= cfg.adv_start
+        with torch.autocast(**autocast):
+            res: CodecOutput = train_model(x)
+            target = res.recon_target.float()
+            terms: dict[str, Tensor] = {}
+            for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes
+                if name.startswith("recon"):
+                    terms["l1" + name[5:]] = cfg.l1_weight * value
+                else:
+                    terms[name] = cfg.quantizer_weight * value
+            for tag, recon in {"": res.recon, **res.extra_recons}.items():
+                terms.update({name + tag: value for name, value in signal_losses(target, recon.float()).items()})
+            if adv_on:
+                fake_in, real_in = hooks.to_discriminator(res.recon.float()), hooks.to_discriminator(target)
+                logits_fake, feats_fake = train_disc(fake_in)
+                with torch.no_grad():
+                    _, feats_real = train_disc(real_in)
+                terms["adv"] = cfg.adv_weight * hinge_generator_loss(logits_fake)
+                terms["feature"] = cfg.feature_weight * feature_matching_loss(feats_real, feats_fake)
+            loss = torch.stack([v.float() for v in terms.values()]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        if adv_on:
+            with torch.autocast(**autocast):
+                real, _ = train_disc(real_in)
+                fake, _ = train_disc(fake_in.detach())
+                d_loss = hinge_discriminator_loss(real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms["disc"] = d_loss.detach()
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            values = _log_values(terms, res.metrics)
+            values.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
+            logger.log(done, values)
+        else:
+            logger.advance(done)
+        if (done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop)) and dist.is_main:
+            save_checkpoint(out / "checkpoints", done, training_state(cfg, model, opt, sched, ema, disc, opt_d),
+                            keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_mb * 2**20)
+        if (done % cfg.val_every == 0 or done == cfg.steps) and dist.is_main:
+            logger.log(done, hooks.validate(model, data, cfg, device), split="val")
+
+    logger.close()
+    export = out / "export"
+    if dist.is_main and stop == cfg.steps:
+        final = build()
+        final.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})
+        final.save(export, metadata={"recipe": hooks.name, "steps": str(cfg.steps)})
+    cleanup_distributed()
+    return export
