@@ -26,7 +26,6 @@ points in buffers, so exported weights decode without regenerating anything.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Literal, Sequence
 
 import torch
@@ -312,10 +311,12 @@ class RAQ(Quantizer):
         """The base pass and one adapted pass with ``K~`` drawn from the configured range."""
         if self.adapter == "dkm":
             return [{}]  # model-based RAQ adapts after training
+        # torch's RNG, which the recipes seed per step: the draw is reproducible on resume
         if self.sample == "log":
-            k = int(round(2 ** random.uniform(math.log2(self.min_size), math.log2(self.max_size))))
+            lo, hi = math.log2(self.min_size), math.log2(self.max_size)
+            k = int(round(2 ** (lo + (hi - lo) * float(torch.rand(())))))
         else:
-            k = random.randint(self.min_size, self.max_size)
+            k = int(torch.randint(self.min_size, self.max_size + 1, ()))
         return [{}, {"codebook_size": k}]
 
     # -- codebooks ------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ CONFIGS = [(name, {}) for name in list_quantizers()] + [
     ("rvq", {"codebook_size": [64, 32, 16], "init": "kmeans"}),
     ("fsq", {"levels": [5, 3]}),
     ("adaptive", {"codebooks": [(64, 16), (256, 4), (1024, 1)], "dead_code_threshold": 0.5}),
+    ("raq", {"min_codebook_size": 4, "max_codebook_size": 32, "forcing": "official"}),
+    ("raq", {"adapter": "dkm", "rate_points": [8, 64, 128]}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in CONFIGS]
 

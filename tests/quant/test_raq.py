@@ -130,3 +130,10 @@ def test_debug_raq_codec_trains_and_codes_at_several_sizes_from_published_codebo
         enc = model.encode(x, name)
         assert enc.codes.max() < k
         assert model.decode(enc).shape == x.shape
+
+
+def test_log_uniform_sampling_of_training_sizes():
+    q = get_quantizer("raq", dim=4, codebook_size=16, min_codebook_size=4, max_codebook_size=1024, sample="log")
+    sizes = torch.tensor([q.training_settings()[1]["codebook_size"] for _ in range(400)]).float()
+    assert sizes.min() >= 4 and sizes.max() <= 1024
+    assert (sizes < 64).float().mean() > 0.35  # log-uniform: half the draws below sqrt(4 * 1024) = 64
