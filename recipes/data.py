@@ -7,7 +7,8 @@ run would have seen, without saving any loader state.
 Formats read:
 
 * images: anything ``torchvision.io.decode_image`` reads (JPEG, PNG, WebP, GIF, ...), converted
-  to RGB (greyscale replicated, alpha dropped), EXIF orientation applied; and ``.npy`` uint8
+  to RGB (greyscale replicated, alpha dropped, 16-bit rounded to 8), EXIF orientation applied;
+  and ``.npy`` uint8
   ``(H, W, 3)`` arrays (the compact copy, readable with numpy alone);
 * audio: anything soundfile reads (WAV, FLAC, OGG, ...), mixed to mono and resampled to the
   model's rate; and ``.npz`` compact clips (8-bit mu-law at the model's rate, numpy alone).
@@ -80,7 +81,10 @@ def _load_image(path: Path) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    return decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    if img.dtype == torch.uint16:  # 16-bit PNG: rounded to 8 bits, the precision the codec works at
+        img = ((img.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+    return img
 
 
 def _fit(img: Tensor, max_side: int, min_side: int) -> Tensor:

@@ -52,6 +52,16 @@ def test_recipes_read_real_image_and_audio_files(tmp_path):
         write_png(img, str(images / f"p{i}.png"))
     (images / "photo.jpg").write_bytes(encode_jpeg((torch.rand(3, 64, 48) * 255).to(torch.uint8)).numpy().tobytes())
     np.save(images / "compact.npy", (np.random.rand(36, 40, 3) * 255).astype(np.uint8))
+    from PIL import Image
+
+    grey16 = np.full((40, 44), 65535, dtype=np.uint16)
+    Image.fromarray(grey16).save(images / "grey16.png")  # 16-bit greyscale
+    Image.fromarray((np.random.rand(40, 40, 4) * 255).astype(np.uint8), "RGBA").save(images / "alpha.png")
+    from recipes.data import _load_image
+
+    white = _load_image(images / "grey16.png")
+    assert white.dtype == torch.uint8 and white.shape == (3, 40, 44) and int(white.min()) == 255
+    assert _load_image(images / "alpha.png").shape == (3, 40, 40)
     image_codec.main(["--config", "debug", "--out", str(tmp_path / "img"), "--set", f"data={images}", "--set", "steps=2"])
     assert Codec.load(tmp_path / "img" / "export").modality == "image"
 
