@@ -95,13 +95,15 @@ PRESETS = {
         segment_seconds=0.2, batch_size=4, steps=8, warmup_steps=2, val_every=4, val_clips=2, val_seconds=0.5,
         log_every=2, checkpoint_every=4, bf16=False,
     ),
-    # One bitrate-adaptive codec: a single RAQ codebook (base 1024) resized to 64 - 4096 codes:
-    # 6 - 12 bits per frame at 75 frames/s = 0.45 - 0.9 kbps per channel. (RAQ inside residual
-    # levels, for the higher rates, is not combined yet.)
+    # One bitrate-adaptive codec: 8 residual levels, each a RAQ codebook (base 1024) resized to
+    # 64 - 4096 codes, so rate points span 1 level x 6 bits x 75 Hz = 0.45 kbps to
+    # 8 x 12 x 75 = 7.2 kbps per channel. The official-code forcing runs the generator as one LSTM
+    # call (the paper's free-running feedback would cost up to 4096 sequential steps per level).
     "raq": AudioCodecConfig(
-        quantizer="raq",
-        quantizer_kwargs=dict(codebook_size=1024, min_codebook_size=64, max_codebook_size=4096,
-                              base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
+        quantizer="rvq",
+        quantizer_kwargs=dict(codebook_size=1024, num_levels=8, quantizer="raq", quantizer_dropout=0.5,
+                              min_codebook_size=64, max_codebook_size=4096, rate_points=[64, 256, 1024, 4096],
+                              forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
     ),
     "raq-debug": AudioCodecConfig(
         data="synthetic",

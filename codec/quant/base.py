@@ -99,6 +99,11 @@ class Quantizer(nn.Module):
         """Nominal bits one token costs before entropy coding."""
         return math.log2(self.codebook_size)
 
+    @property
+    def initialized(self) -> bool:
+        """False until a data-dependent initialisation (k-means on the first batch) has run."""
+        return True
+
     # -- operating points (rates) -----------------------------------------------------------------
     def rate_settings(self) -> list[dict[str, int]]:
         """The settings this quantizer can encode at, cheapest first.

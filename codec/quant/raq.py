@@ -295,6 +295,10 @@ class RAQ(Quantizer):
     def codebook_size(self) -> int:
         return self._active or self.base_size
 
+    @property
+    def initialized(self) -> bool:
+        return self.base.initialized
+
     def set_codebook_size(self, size: int | None) -> None:
         """Make ``size`` the default for ``forward``/``encode``/``decode`` (None: the base ``K``)."""
         if size is not None:

@@ -43,6 +43,10 @@ class ResidualVQ(Quantizer):
     returns ``(B, N, n)``; ``decode`` uses as many levels as ``codes`` has columns and skips
     ``-1`` entries. Loss terms are the level terms summed over levels.
 
+    Level settings (e.g. ``codebook_size=K~`` when the levels are ``raq``) are passed to every
+    level by ``forward``/``encode``/``decode``, so rate points are depth x level setting: residual
+    depth and RAQ compose into one ladder of rates.
+
     Dropout is sample-wise: a dropped level is not run on that sample at all, so EMA statistics
     only see the samples a level actually quantizes. Dropout starts once every level's codebook
     is initialised (the first training batch always uses all levels).
@@ -102,16 +106,28 @@ class ResidualVQ(Quantizer):
         return sum(math.log2(k) for k in self.codebook_sizes[:num_levels])
 
     def rate_settings(self) -> list[dict[str, int]]:
-        return [{"num_levels": n} for n in range(self.min_levels, self.num_levels + 1)]
+        """Every depth, times every setting of the level quantizer (RAQ levels: every codebook size)."""
+        return [
+            {"num_levels": n, **level}
+            for n in range(self.min_levels, self.num_levels + 1)
+            for level in self.levels[0].rate_settings()
+        ]
 
-    def bits_per_token_at(self, num_levels: int | None = None) -> float:  # type: ignore[override]
-        return self.bits_at(self.num_levels if num_levels is None else num_levels)
+    def bits_per_token_at(self, num_levels: int | None = None, **level_setting: int) -> float:  # type: ignore[override]
+        n = self.num_levels if num_levels is None else num_levels
+        if not level_setting:
+            return self.bits_at(n)
+        return sum(level.bits_per_token_at(**level_setting) for level in self.levels[:n])
+
+    def training_settings(self) -> list[dict[str, int]]:
+        """The level quantizer's (e.g. RAQ: base + one sampled codebook size, shared by all levels)."""
+        return self.levels[0].training_settings()
 
     def _levels_per_sample(self, b: int, device: torch.device) -> Tensor:
         n = torch.full((b,), self.num_levels, dtype=torch.long, device=device)
         if not self.training or self.quantizer_dropout <= 0 or self.num_levels == 1:
             return n
-        if not all(bool(getattr(getattr(q, "codebook", None), "initialized", True)) for q in self.levels):
+        if not all(level.initialized for level in self.levels):
             return n
         drop = torch.rand(b, device=device) < self.quantizer_dropout
         rand_n = torch.randint(self.min_levels, self.num_levels + 1, (b,), device=device)
@@ -124,7 +140,7 @@ class ResidualVQ(Quantizer):
         lead = z.shape[:-1]
         return z.reshape(z.shape[0], math.prod(z.shape[1:-1]), z.shape[-1]), lead
 
-    def forward(self, z: Tensor) -> QuantizerOutput:
+    def forward(self, z: Tensor, **level_setting: int) -> QuantizerOutput:
         self._check_tokens(z)
         x, lead = self._as_samples(z)
         b, n_tok, _ = x.shape
@@ -138,13 +154,13 @@ class ResidualVQ(Quantizer):
             active = n_used > l
             all_active = bool(active.all())
             if all_active:
-                out = level(residual)
+                out = level(residual, **level_setting)
                 z_q = z_q + out.z_q
                 residual = residual - out.z_q.detach()
                 codes[..., l] = out.codes
             else:
                 rows = active.nonzero().squeeze(1)
-                out = level(residual.index_select(0, rows))  # may be empty: collectives still run
+                out = level(residual.index_select(0, rows), **level_setting)  # may be empty: collectives still run
                 z_q = z_q.index_add(0, rows, out.z_q)
                 residual = residual.index_add(0, rows, -out.z_q.detach())
                 codes[rows, :, l] = out.codes
@@ -164,7 +180,7 @@ class ResidualVQ(Quantizer):
         )
 
     @torch.no_grad()
-    def encode(self, z: Tensor, num_levels: int | None = None) -> Tensor:
+    def encode(self, z: Tensor, num_levels: int | None = None, **level_setting: int) -> Tensor:
         """Codes of the first ``num_levels`` levels (all by default): ``(*, num_levels)``."""
         self._check_tokens(z)
         n = self.num_levels if num_levels is None else int(num_levels)
@@ -174,12 +190,12 @@ class ResidualVQ(Quantizer):
         residual = x
         codes = []
         for level in self.levels[:n]:
-            c = level.encode(residual)
-            residual = residual - level.decode(c).to(residual.dtype)
+            c = level.encode(residual, **level_setting)
+            residual = residual - level.decode(c, **level_setting).to(residual.dtype)
             codes.append(c)
         return torch.stack(codes, dim=-1).reshape(*lead, n)
 
-    def decode(self, codes: Tensor, num_levels: int | None = None) -> Tensor:
+    def decode(self, codes: Tensor, num_levels: int | None = None, **level_setting: int) -> Tensor:
         """``(*, n)`` codes, ``n <= L`` -> ``(*, D)``; ``-1`` entries contribute nothing.
 
         ``num_levels``, if given, must equal ``n`` (a consistency check for callers that know it).
@@ -197,7 +213,7 @@ class ResidualVQ(Quantizer):
         for l in range(n):
             c = codes[..., l].long()
             valid = (c >= 0).unsqueeze(-1)
-            part = self.levels[l].decode(c.clamp_min(0))
+            part = self.levels[l].decode(c.clamp_min(0), **level_setting)
             part = torch.where(valid, part, torch.zeros_like(part))
             out = part.new_zeros(part.shape) + part if out is None else out + part
         assert out is not None

@@ -143,6 +143,10 @@ class VectorQuantizer(Quantizer):
     def codebook_size(self) -> int:
         return self.codebook.num_codes
 
+    @property
+    def initialized(self) -> bool:
+        return bool(self.codebook.initialized)
+
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_tokens(z)
         x, lead = flatten_tokens(z)

@@ -137,3 +137,41 @@ def test_log_uniform_sampling_of_training_sizes():
     sizes = torch.tensor([q.training_settings()[1]["codebook_size"] for _ in range(400)]).float()
     assert sizes.min() >= 4 and sizes.max() <= 1024
     assert (sizes < 64).float().mean() > 0.35  # log-uniform: half the draws below sqrt(4 * 1024) = 64
+
+
+def test_residual_levels_and_raq_compose_into_one_rate_ladder():
+    q = get_quantizer("rvq", dim=8, codebook_size=16, num_levels=3, quantizer="raq", quantizer_dropout=1.0,
+                      min_codebook_size=4, max_codebook_size=64, rate_points=[4, 16, 64], forcing="official")
+    settings = q.rate_settings()
+    assert len(settings) == 3 * 3 and {"num_levels": 2, "codebook_size": 64} in settings
+    assert q.bits_per_token_at(num_levels=2, codebook_size=64) == 12.0
+    assert q.bits_per_token_at(num_levels=3) == 12.0  # base K = 16 per level
+    q.train()
+    z = torch.randn(4, 10, 8)
+    q(z)  # initialises every level's base codebook; dropout starts afterwards
+    base, adapted = q.training_settings()
+    assert base == {} and 4 <= adapted["codebook_size"] <= 64
+    out = q(z, **adapted)
+    assert out.codes.max() < adapted["codebook_size"]
+    q.eval()
+    codes = q.encode(z, num_levels=2, codebook_size=64)
+    assert codes.shape == (4, 10, 2) and codes.max() < 64
+    full = q.encode(z, codebook_size=64)
+    assert torch.equal(q.decode(full, codebook_size=64), q(z, codebook_size=64).z_q)  # exact, like every variant
+    assert torch.equal(full[..., :2], codes)  # depths are prefixes
+
+
+def test_codec_rate_points_for_rvq_of_raq():
+    codec = Codec.build(
+        "audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+        quantizer_kwargs=dict(codebook_size=16, num_levels=2, quantizer="raq", min_codebook_size=4,
+                              max_codebook_size=64, rate_points=[4, 64], forcing="official"),
+    )
+    names = [p.name for p in codec.rate_points()]
+    assert names == ["k4-n1", "k4-n2", "k64-n1", "k64-n2"]  # 0.15, 0.3, 0.45, 0.9 kbps
+    assert codec.select_rate("0.5kbps").name == "k64-n1"
+    codec.train()(torch.rand(2, 1, 640) * 2 - 1)
+    codec.eval()
+    x = torch.rand(1, 1, 1000) * 2 - 1
+    for name in names:
+        assert codec.decode(codec.encode(x, name)).shape == x.shape
