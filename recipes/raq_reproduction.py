@@ -47,6 +47,7 @@ class ReproductionConfig:
     min_size: int = 8
     max_size: int = 1024
     forcing: str = "paper"
+    sample: str = "uniform"  # how training draws K~ from [min_size, max_size]: "uniform" or "log"
     steps: int = 50_000
     batch_size: int = 128
     lr: float = 2e-4
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> Path:
     base_kw = dict(dead_code_threshold=1.0, init="kmeans")
     raq_export = _train(cfg, "raq", "raq", dict(
         codebook_size=cfg.base_size, min_codebook_size=cfg.min_size, max_codebook_size=cfg.max_size,
-        rate_points=sorted(set(cfg.sizes) | {cfg.base_size}), forcing=cfg.forcing, base_kwargs=base_kw,
+        rate_points=sorted(set(cfg.sizes) | {cfg.base_size}), forcing=cfg.forcing, sample=cfg.sample,
+        base_kwargs=base_kw,
     ), out)
     fixed_exports = {k: _train(cfg, f"fixed-k{k}", "vq", dict(codebook_size=k, **base_kw), out) for k in cfg.sizes}
 
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> Path:
         w.writerows(rows)
     lines = [
         f"RAQ reproduction: {len(tiles)} validation tiles of 32x32, {cfg.steps} steps per model, "
-        f"batch {cfg.batch_size}, device {device.type}, config `{args.config}`.",
+        f"batch {cfg.batch_size}, device {device.type}, config `{args.config}`, RAQ K~ sampling "
+        f"{cfg.sample}, forcing {cfg.forcing}.",
         "",
         "| K~ | fixed PSNR | RAQ PSNR | gap (dB) | fixed SSIM | RAQ SSIM | fixed ppl | RAQ ppl | paper fixed / RAQ PSNR |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
