@@ -26,11 +26,11 @@ from codec.metrics import mel_distance, si_sdr
 from codec.model import Codec
 from recipes.common import validation_points
 from recipes.data import AudioData
-from recipes.loop import RecipeHooks, run_recipe
+from recipes.loop import RecipeHooks, TrainConfig, run_recipe
 
 
 @dataclass(frozen=True)
-class AudioCodecConfig:
+class AudioCodecConfig(TrainConfig):
     """Train an audio codec."""
 
     data: str = "data/audio"
@@ -40,48 +40,19 @@ class AudioCodecConfig:
         default_factory=lambda: dict(channels=32, strides=[2, 4, 5, 8], latent_dim=64, sample_rate=24000,
                                      activation="elu")
     )
-    quantizer: str = "rvq"
     quantizer_kwargs: dict[str, Any] = field(
         default_factory=lambda: dict(codebook_size=1024, num_levels=8, quantizer_dropout=0.5,
                                      dead_code_threshold=1.0, init="kmeans")
     )
     segment_seconds: float = 1.0
-    batch_size: int = 16
-    steps: int = 100_000
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 1000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    recon_loss: str = "l1"  # "l1" or "l2": the per-sample reconstruction term weighted by l1_weight
-    l1_weight: float = 1.0
     mel_weight: float = 1.0
-    quantizer_weight: float = 1.0
-    adv_weight: float = 0.0
-    feature_weight: float = 0.0
-    adv_start: int = 20_000
-    val_fraction: float = 0.1
-    val_every: int = 2000
     val_clips: int = 8
     val_seconds: float = 5.0
-    log_every: int = 50
-    checkpoint_every: int = 2000
-    keep_checkpoints: int = 3
-    max_shard_mb: int = 16
-    seed: int = 0
-    bf16: bool = True
-    device: str = "auto"
 
     def validate(self) -> None:
+        super().validate()
         if self.segment_seconds <= 0:
             raise ValueError("segment_seconds must be positive")
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.recon_loss not in ("l1", "l2"):
-            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
-        if "codebook_size" not in self.quantizer_kwargs:
-            raise ValueError("quantizer_kwargs needs codebook_size")
 
 
 PRESETS = {

@@ -26,11 +26,11 @@ from codec.metrics import psnr
 from codec.model import Codec
 from recipes.common import validation_points
 from recipes.data import ImageData
-from recipes.loop import RecipeHooks, run_recipe
+from recipes.loop import RecipeHooks, TrainConfig, run_recipe
 
 
 @dataclass(frozen=True)
-class ImageCodecConfig:
+class ImageCodecConfig(TrainConfig):
     """Train an image codec."""
 
     data: str = "data/images"
@@ -39,49 +39,16 @@ class ImageCodecConfig:
     network_kwargs: dict[str, Any] = field(
         default_factory=lambda: dict(channels=64, channel_mult=[1, 2, 2, 4], num_res_blocks=2, factor=8, latent_dim=64)
     )
-    quantizer: str = "rvq"
-    quantizer_kwargs: dict[str, Any] = field(
-        default_factory=lambda: dict(codebook_size=1024, num_levels=4, quantizer_dropout=0.5,
-                                     dead_code_threshold=1.0, init="kmeans")
-    )
     crop: int = 256
-    batch_size: int = 16
-    steps: int = 100_000
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 1000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    recon_loss: str = "l1"  # "l1" or "l2": the per-sample reconstruction term weighted by l1_weight
-    l1_weight: float = 1.0
     ms_ssim_weight: float = 0.2
-    quantizer_weight: float = 1.0
-    adv_weight: float = 0.0
-    feature_weight: float = 0.0
-    adv_start: int = 20_000
     max_side: int = 768
-    val_fraction: float = 0.1
-    val_every: int = 2000
     val_images: int = 16
-    log_every: int = 50
-    checkpoint_every: int = 2000
-    keep_checkpoints: int = 3
-    max_shard_mb: int = 16
-    seed: int = 0
-    bf16: bool = True
-    device: str = "auto"
 
     def validate(self) -> None:
+        super().validate()
         factor = int(self.network_kwargs.get("factor", 8))
-        if self.crop % factor:
-            raise ValueError(f"crop {self.crop} must be a multiple of the network factor {factor}")
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every", "crop"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.recon_loss not in ("l1", "l2"):
-            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
-        if "codebook_size" not in self.quantizer_kwargs:
-            raise ValueError("quantizer_kwargs needs codebook_size")
+        if self.crop < 1 or self.crop % factor:
+            raise ValueError(f"crop {self.crop} must be a positive multiple of the network factor {factor}")
 
 
 PRESETS = {

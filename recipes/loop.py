@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -41,9 +41,55 @@ from recipes.common import (
 )
 from recipes.data import step_seed
 
-__all__ = ["RecipeHooks", "parse_recipe_args", "run_recipe"]
+__all__ = ["TrainConfig", "RecipeHooks", "parse_recipe_args", "run_recipe"]
 
 LOGGED_METRICS = ("perplexity", "usage", "levels_used", "codebook_size")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fields the loop reads; recipes subclass it with their data and loss fields."""
+
+    data: str = "data"
+    out: str = "runs/codec"
+    network: str = "image-resnet"
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+    quantizer: str = "rvq"
+    quantizer_kwargs: dict[str, Any] = field(
+        default_factory=lambda: dict(codebook_size=1024, num_levels=4, quantizer_dropout=0.5,
+                                     dead_code_threshold=1.0, init="kmeans")
+    )
+    batch_size: int = 16
+    steps: int = 100_000
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    recon_loss: str = "l1"  # "l1" or "l2": the per-sample reconstruction term weighted by l1_weight
+    l1_weight: float = 1.0
+    quantizer_weight: float = 1.0
+    adv_weight: float = 0.0
+    feature_weight: float = 0.0
+    adv_start: int = 20_000
+    val_fraction: float = 0.1
+    val_every: int = 2000
+    log_every: int = 50
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    max_shard_mb: int = 16
+    seed: int = 0
+    bf16: bool = True
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.recon_loss not in ("l1", "l2"):
+            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
+        if "codebook_size" not in self.quantizer_kwargs:
+            raise ValueError("quantizer_kwargs needs codebook_size")
 
 
 @dataclass

@@ -126,7 +126,7 @@ def test_config_validation(tmp_path):
     assert cfg.quantizer_kwargs["codebook_size"] == 32 and cfg.network_kwargs == {"channels": 4, "factor": 4}
     with pytest.raises(ValueError, match="unknown config field 'stepz'"):
         load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["stepz=3"])
-    with pytest.raises(ValueError, match="crop 30 must be a multiple"):
+    with pytest.raises(ValueError, match="crop 30 must be a positive multiple"):
         load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["crop=30"])
     with pytest.raises(ValueError):
         load_config(image_codec.ImageCodecConfig, image_codec.PRESETS, "debug", ["steps=many"])
