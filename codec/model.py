@@ -19,6 +19,7 @@ keyword arguments, measured rates). No pickle anywhere.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
@@ -26,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from codec.bitstream import BitstreamError, read_container, write_container
+from codec.entropy import FrequencyTable, decode_symbols, encode_symbols
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
@@ -39,6 +43,8 @@ FORMAT_NAME = "vqcodec-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+ENTROPY_FILE = "entropy.safetensors"
+MAX_SIGNAL_ELEMENTS = 1 << 32  # samples x channels or pixels x channels in one .vqc file
 MAX_CONFIG_BYTES = 1 << 20
 
 _UNITS = {"bps": ("kbps", 1e-3), "kbps": ("kbps", 1.0), "bpp": ("bpp", 1.0)}
@@ -172,6 +178,8 @@ class Codec(nn.Module):
         self.recon_loss = recon_loss
         self.config = dict(config) if config is not None else None
         self.measured_rates: dict[str, float] = dict(measured_rates or {})
+        #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
+        self.entropy_tables: dict[str, FrequencyTable] = {}
 
     # -- geometry and rates ---------------------------------------------------------------------
     @property
@@ -301,6 +309,106 @@ class Codec(nn.Module):
         recon = self.decoder(latent)
         return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
 
+    # -- files ------------------------------------------------------------------------------------
+    def weights_sha256(self) -> str:
+        """SHA-256 over the state dict (names, dtypes, shapes, bytes): identifies the weights."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().contiguous().cpu()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+    @torch.no_grad()
+    def fit_entropy_tables(self, signals: list[Tensor], prior: int = 1) -> None:
+        """Count the codes of ``signals`` at every rate point into integer frequency tables."""
+        tables: dict[str, FrequencyTable] = {}
+        for point in self.rate_points():
+            sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+            columns: list[list[Tensor]] = [[] for _ in sizes]
+            for x in signals:
+                codes = self.encode(x, point).codes.reshape(-1, len(sizes))
+                for c in range(len(sizes)):
+                    columns[c].append(codes[:, c].cpu())
+            for c, k in enumerate(sizes):
+                tables[f"{point.name}/{c}"] = FrequencyTable.from_codes(torch.cat(columns[c]), k, prior)
+        self.entropy_tables = tables
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, rate: str | RatePoint = "max") -> bytes:
+        """One signal ``(1, C, *spatial)`` -> the bytes of a ``.vqc`` file at the chosen rate point."""
+        if x.dim() < 3 or x.shape[0] != 1:
+            raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("the signal contains NaN or infinite values")
+        enc = self.encode(x, rate)
+        sizes = self.quantizer.alphabet_sizes(**enc.point.kwargs)
+        flat = enc.codes.reshape(-1, len(sizes)).cpu()
+        chunks, coding = [], []
+        for c, k in enumerate(sizes):
+            table = self.entropy_tables.get(f"{enc.point.name}/{c}")
+            chunks.append(encode_symbols(flat[:, c], k, table))
+            coding.append("range" if table is not None else "packed")
+        header = {
+            "modality": self.modality,
+            "model": {"name": (self.config or {}).get("name", ""), "sha256": self.weights_sha256()},
+            "rate_point": enc.point.name,
+            "shape": list(enc.shape),
+            "padded": list(enc.padded),
+            "codes_shape": list(enc.codes.shape),
+            "coding": coding,
+        }
+        if self.sample_rate is not None:
+            header["sample_rate"] = int(self.sample_rate)
+        return write_container(header, chunks)
+
+    @torch.no_grad()
+    def decompress(self, data: bytes) -> tuple[Tensor, dict[str, Any]]:
+        """Bytes of a ``.vqc`` file -> ``(signal (1, C, *spatial), header)``.
+
+        Raises :class:`~codec.bitstream.BitstreamError` for a foreign, corrupt or truncated file,
+        a file made by other weights, or a header inconsistent with this model.
+        """
+        header, chunks = read_container(data)
+        if header.get("modality") != self.modality:
+            raise BitstreamError(f"a {header.get('modality')!r} file cannot be decoded by this {self.modality} model")
+        model = header.get("model") or {}
+        if model.get("sha256") != self.weights_sha256():
+            raise BitstreamError(f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)")
+        names = {p.name: p for p in self.rate_points()}
+        point = names.get(header.get("rate_point"))
+        if point is None:
+            raise BitstreamError(f"unknown rate point {header.get('rate_point')!r}")
+        shape, padded, codes_shape = header.get("shape"), header.get("padded"), header.get("codes_shape")
+        for name, v in (("shape", shape), ("padded", padded), ("codes_shape", codes_shape)):
+            if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
+                raise BitstreamError(f"header field {name!r} is not a list of non-negative integers")
+        stride = self.encoder.stride
+        if len(shape) != len(padded) + 2 or shape[0] != 1 or min(shape) < 1 or math.prod(shape) > MAX_SIGNAL_ELEMENTS:
+            raise BitstreamError(f"implausible signal shape {shape}")
+        if any(p != -(-s // stride) * stride for s, p in zip(shape[2:], padded)):
+            raise BitstreamError("padded size does not match the signal shape")
+        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+        expected = [self.encoder.latent_batch(tuple(shape)), *[p // stride for p in padded]]
+        trailing = codes_shape[len(expected):]
+        if codes_shape[: len(expected)] != expected or trailing not in ([], [len(sizes)]) or (not trailing and len(sizes) != 1):
+            raise BitstreamError(f"codes shape {codes_shape} does not fit signal {shape}")
+        if len(chunks) != len(sizes) or header.get("coding") != [
+            "range" if f"{point.name}/{c}" in self.entropy_tables else "packed" for c in range(len(sizes))
+        ]:
+            raise BitstreamError("payload layout does not match this model's entropy coding")
+        count = math.prod(expected)
+        columns = []
+        for c, (k, chunk) in enumerate(zip(sizes, chunks)):
+            try:
+                columns.append(decode_symbols(chunk, count, k, self.entropy_tables.get(f"{point.name}/{c}")))
+            except ValueError as err:
+                raise BitstreamError(f"payload {c}: {err}") from None
+        codes = torch.from_numpy(np.stack(columns, axis=1)).reshape(codes_shape)
+        device = next(self.parameters(), torch.empty(0)).device
+        enc = EncodedCodes(codes=codes.to(device), point=point, shape=tuple(shape), padded=tuple(padded))
+        return self.decode(enc), header
+
     # -- weights format ---------------------------------------------------------------------------
     @classmethod
     def build(
@@ -361,6 +469,10 @@ class Codec(nn.Module):
         tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_c.replace(folder / CONFIG_FILE)
+        if self.entropy_tables:
+            tmp_e = folder / (ENTROPY_FILE + ".tmp")
+            save_file({k: t.to_tensor() for k, t in self.entropy_tables.items()}, str(tmp_e))
+            tmp_e.replace(folder / ENTROPY_FILE)
         return folder
 
     @classmethod
@@ -383,6 +495,10 @@ class Codec(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if (folder / ENTROPY_FILE).is_file():
+            model.entropy_tables = {
+                k: FrequencyTable.from_tensor(t) for k, t in load_file(str(folder / ENTROPY_FILE)).items()
+            }
         return model.to(device).eval()
 
 

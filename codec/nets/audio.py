@@ -156,6 +156,9 @@ class AudioEncoder(Encoder):
         b, c, t = info.shape
         return x[..., :t].reshape(b, c, t)
 
+    def latent_batch(self, shape: tuple[int, ...]) -> int:
+        return int(shape[0]) * int(shape[1])  # per-channel coding
+
     def tokens_per_unit(self) -> float:
         return self.frame_rate_hz
 

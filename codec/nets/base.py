@@ -45,6 +45,10 @@ class Encoder(nn.Module):
         """Undo :meth:`prepare` on a decoder output: crop and unfold to ``info.shape``."""
         raise NotImplementedError
 
+    def latent_batch(self, shape: tuple[int, ...]) -> int:
+        """Batch size of the latent map for a signal of ``shape`` (audio folds channels into it)."""
+        return int(shape[0])
+
     def tokens_per_unit(self) -> float:  # pragma: no cover - abstract
         """Tokens per pixel (image) or per second of one channel (audio)."""
         raise NotImplementedError

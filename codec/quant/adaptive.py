@@ -161,6 +161,9 @@ class AdaptiveQuantizer(Quantizer):
         p = self.selection_freq.float()
         return float(sum(p[i] * self.bits_for(i) for i in range(self.num_codebooks)))
 
+    def alphabet_sizes(self, **setting: int) -> list[int]:
+        raise NotImplementedError("adaptive codes have a variable layout; the .vqc format does not carry them yet")
+
     def _split(self, x: Tensor, i: int) -> Tensor:
         return x.reshape(-1, self.shapes[i][1])
 

@@ -113,6 +113,15 @@ class Quantizer(nn.Module):
         """
         return [{}]
 
+    def alphabet_sizes(self, **setting: int) -> list[int]:
+        """Number of possible values of each code column at a setting (what an entropy coder needs).
+
+        One entry for single-codebook variants; one per level for ``rvq``.
+        """
+        if setting:
+            raise TypeError(f"{type(self).__name__} has a single rate; got setting {setting}")
+        return [self.codebook_size]
+
     def training_settings(self) -> list[dict[str, int]]:
         """Settings a codec trains each step, one decoder pass each (RAQ: base + a sampled size)."""
         return [{}]

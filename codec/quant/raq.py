@@ -311,6 +311,9 @@ class RAQ(Quantizer):
     def bits_per_token_at(self, codebook_size: int | None = None) -> float:  # type: ignore[override]
         return math.log2(codebook_size or self.codebook_size)
 
+    def alphabet_sizes(self, codebook_size: int | None = None) -> list[int]:  # type: ignore[override]
+        return [int(codebook_size or self.codebook_size)]
+
     def training_settings(self) -> list[dict[str, int]]:
         """The base pass and one adapted pass with ``K~`` drawn from the configured range."""
         if self.adapter == "dkm":

@@ -119,6 +119,10 @@ class ResidualVQ(Quantizer):
             return self.bits_at(n)
         return sum(level.bits_per_token_at(**level_setting) for level in self.levels[:n])
 
+    def alphabet_sizes(self, num_levels: int | None = None, **level_setting: int) -> list[int]:  # type: ignore[override]
+        n = self.num_levels if num_levels is None else num_levels
+        return [level.alphabet_sizes(**level_setting)[0] for level in self.levels[:n]]
+
     def training_settings(self) -> list[dict[str, int]]:
         """The level quantizer's (e.g. RAQ: base + one sampled codebook size, shared by all levels)."""
         return self.levels[0].training_settings()

@@ -1,0 +1,111 @@
+"""Codec.compress / decompress through the real .vqc format."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from codec.bitstream import BitstreamError, read_container
+from codec.model import Codec
+
+AUDIO_NET = dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8)
+IMAGE_NET = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False)
+
+
+def audio_codec(**kw):
+    return Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET,
+                       quantizer_kwargs=dict(codebook_size=256, num_levels=4, **kw)).eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 12345), (1, 2, 999), (1, 1, 1)])
+@pytest.mark.parametrize("rate", ["min", "1.5kbps", "max"])
+def test_audio_round_trip_matches_encode_decode(shape, rate):
+    codec = audio_codec()
+    x = torch.rand(*shape) * 2 - 1
+    data = codec.compress(x, rate)
+    y, header = codec.decompress(data)
+    assert y.shape == x.shape and header["rate_point"] == codec.select_rate(rate).name
+    assert torch.equal(y, codec.decode(codec.encode(x, rate)))
+
+
+@pytest.mark.parametrize("quantizer,kw", [("vq", {}), ("rvq", {"num_levels": 2}), ("fsq", {}),
+                                          ("raq", {"min_codebook_size": 4, "max_codebook_size": 64, "forcing": "official"})])
+def test_image_round_trip_odd_sizes_every_point(quantizer, kw):
+    codec = Codec.build("image-resnet", quantizer, network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=32, **kw)).eval()
+    x = torch.rand(1, 3, 13, 7)
+    for point in codec.rate_points():
+        y, _ = codec.decompress(codec.compress(x, point.name))
+        assert torch.equal(y, codec.decode(codec.encode(x, point.name)))
+
+
+def test_packed_files_honour_the_nominal_rate():
+    codec = audio_codec()
+    x = torch.rand(1, 1, 24000 * 2) * 2 - 1  # 2 s
+    for point in codec.rate_points():
+        data = codec.compress(x, point.name)
+        header_bytes = len(data) - sum(len(c) for c in read_container(data)[1])
+        payload_bits = 8 * (len(data) - header_bytes)
+        frames = math.ceil(48000 / 320)  # nominal rate x duration, in tokens
+        columns = len(codec.quantizer.alphabet_sizes(**point.kwargs))
+        assert payload_bits <= frames * point.bits_per_token + 8 * columns  # at most a byte of rounding per column
+        assert header_bytes < 400
+
+
+def test_entropy_tables_shrink_files_and_survive_save_load(tmp_path):
+    codec = audio_codec(init="kmeans")
+    train = [torch.sin(torch.arange(24000) / (5 + i)).reshape(1, 1, -1) * 0.5 for i in range(3)]
+    codec.train()(torch.cat(train))
+    codec.eval()
+    x = train[0]
+    packed = codec.compress(x, "max")
+    codec.fit_entropy_tables(train)
+    coded = codec.compress(x, "max")
+    assert len(coded) < len(packed)
+    codec.save(tmp_path / "m")
+    loaded = Codec.load(tmp_path / "m")
+    assert set(loaded.entropy_tables) == set(codec.entropy_tables)
+    y, _ = loaded.decompress(coded)
+    assert torch.equal(y, codec.decompress(coded)[0])
+
+
+def test_bad_inputs_and_foreign_files():
+    codec = audio_codec()
+    with pytest.raises(ValueError, match="NaN"):
+        codec.compress(torch.full((1, 1, 100), float("nan")))
+    with pytest.raises(ValueError, match="one signal"):
+        codec.compress(torch.zeros(2, 1, 100))
+    data = codec.compress(torch.rand(1, 1, 3000) * 2 - 1, "n2")
+    other = audio_codec()
+    with pytest.raises(BitstreamError, match="another model"):
+        other.decompress(data)
+    image = Codec.build("image-resnet", "vq", network_kwargs=IMAGE_NET, quantizer_kwargs=dict(codebook_size=16))
+    with pytest.raises(BitstreamError, match="cannot be decoded by this image model"):
+        image.decompress(data)
+    with pytest.raises(BitstreamError):
+        codec.decompress(data[:-5])
+    with pytest.raises(BitstreamError, match="bad magic"):
+        codec.decompress(b"hello world")
+
+
+def test_random_corruptions_with_valid_checksums_fail_cleanly():
+    """Mutate payload bytes and recompute the CRCs: the parser and decoders behind them must cope."""
+    from codec.bitstream import write_container
+
+    codec = audio_codec()
+    good = codec.compress(torch.rand(1, 1, 4000) * 2 - 1, "max")
+    header, chunks = read_container(good)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        bad_chunks = [bytearray(c) for c in chunks]
+        c = bad_chunks[int(rng.integers(len(bad_chunks)))]
+        if rng.random() < 0.5 and len(c):
+            c[int(rng.integers(len(c)))] ^= 0xFF
+        else:
+            del c[int(rng.integers(len(c) + 1)):]
+        try:
+            y, _ = codec.decompress(write_container(header, [bytes(b) for b in bad_chunks]))
+            assert torch.isfinite(y).all()
+        except BitstreamError:
+            pass
