@@ -370,13 +370,17 @@ class Codec(nn.Module):
         a file made by other weights, or a header inconsistent with this model.
         """
         header, chunks = read_container(data)
-        if header.get("modality") != self.modality:
+        expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": list}
+        for name, kind in expected_types.items():
+            if not isinstance(header.get(name), kind):
+                raise BitstreamError(f"header field {name!r} is missing or not a {kind.__name__}")
+        if header["modality"] != self.modality:
             raise BitstreamError(f"a {header.get('modality')!r} file cannot be decoded by this {self.modality} model")
-        model = header.get("model") or {}
+        model = header["model"]
         if model.get("sha256") != self.weights_sha256():
             raise BitstreamError(f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)")
         names = {p.name: p for p in self.rate_points()}
-        point = names.get(header.get("rate_point"))
+        point = names.get(header["rate_point"])
         if point is None:
             raise BitstreamError(f"unknown rate point {header.get('rate_point')!r}")
         shape, padded, codes_shape = header.get("shape"), header.get("padded"), header.get("codes_shape")

@@ -109,3 +109,16 @@ def test_random_corruptions_with_valid_checksums_fail_cleanly():
             assert torch.isfinite(y).all()
         except BitstreamError:
             pass
+
+
+@pytest.mark.parametrize("field,value", [("model", []), ("rate_point", [1]), ("modality", None), ("coding", "range"),
+                                         ("shape", [1, 1, -5]), ("codes_shape", "x"), ("padded", [10**12])])
+def test_header_fields_of_the_wrong_type_are_rejected(field, value):
+    """Found by bench/fuzz_bitstream.py: re-framed headers with valid CRCs but wrong field types."""
+    from codec.bitstream import write_container
+
+    codec = audio_codec()
+    header, chunks = read_container(codec.compress(torch.rand(1, 1, 3000) * 2 - 1, "n2"))
+    header[field] = value
+    with pytest.raises(BitstreamError):
+        codec.decompress(write_container(header, chunks))
