@@ -180,6 +180,7 @@ class Codec(nn.Module):
         self.measured_rates: dict[str, float] = dict(measured_rates or {})
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
+        self._sha256: str | None = None  # weights hash, cached while the weights cannot change
 
     # -- geometry and rates ---------------------------------------------------------------------
     @property
@@ -285,12 +286,19 @@ class Codec(nn.Module):
     def encode(self, x: Tensor, rate: str | RatePoint = "max") -> EncodedCodes:
         """Signal ``(B, C, *spatial)`` -> :class:`EncodedCodes` at the chosen rate point."""
         point = self.select_rate(rate)
+        tokens, spatial, info = self._tokens(x)
+        return self._quantize(tokens, spatial, info, point)
+
+    def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], PadInfo]:
+        """Signal -> latent tokens ``(B, N, D)``, the latent grid and the padding record."""
         y, info = self.encoder.prepare(x)
         latent = self.encoder(y)
         b, d, *spatial = latent.shape
-        tokens = latent.reshape(b, d, -1).transpose(1, 2)
+        return latent.reshape(b, d, -1).transpose(1, 2), tuple(spatial), info
+
+    def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint) -> EncodedCodes:
         codes = self.quantizer.encode(tokens, **point.kwargs)
-        codes = codes.reshape(b, *spatial, *codes.shape[2:])
+        codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
         return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
 
     @torch.no_grad()
@@ -311,28 +319,46 @@ class Codec(nn.Module):
 
     # -- files ------------------------------------------------------------------------------------
     def weights_sha256(self) -> str:
-        """SHA-256 over the state dict (names, dtypes, shapes, bytes): identifies the weights."""
+        """SHA-256 over the state dict (names, dtypes, shapes, bytes): identifies the weights.
+
+        Cached in eval mode; switching to training or loading a state dict drops the cache.
+        """
+        if self._sha256 is not None and not self.training:
+            return self._sha256
         h = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().contiguous().cpu()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
+        digest = h.hexdigest()
+        self._sha256 = None if self.training else digest
+        return digest
+
+    def train(self, mode: bool = True) -> "Codec":
+        self._sha256 = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        self._sha256 = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def fit_entropy_tables(self, signals: list[Tensor], prior: int = 1) -> None:
         """Count the codes of ``signals`` at every rate point into integer frequency tables."""
-        tables: dict[str, FrequencyTable] = {}
-        for point in self.rate_points():
-            sizes = self.quantizer.alphabet_sizes(**point.kwargs)
-            columns: list[list[Tensor]] = [[] for _ in sizes]
-            for x in signals:
-                codes = self.encode(x, point).codes.reshape(-1, len(sizes))
-                for c in range(len(sizes)):
-                    columns[c].append(codes[:, c].cpu())
-            for c, k in enumerate(sizes):
-                tables[f"{point.name}/{c}"] = FrequencyTable.from_codes(torch.cat(columns[c]), k, prior)
-        self.entropy_tables = tables
+        points = self.rate_points()
+        sizes = {p.name: self.quantizer.alphabet_sizes(**p.kwargs) for p in points}
+        columns: dict[str, list[list[Tensor]]] = {p.name: [[] for _ in sizes[p.name]] for p in points}
+        for x in signals:
+            tokens, spatial, info = self._tokens(x)  # one encoder pass per signal, every point from it
+            for point in points:
+                codes = self._quantize(tokens, spatial, info, point).codes.reshape(-1, len(sizes[point.name]))
+                for c, column in enumerate(columns[point.name]):
+                    column.append(codes[:, c].cpu())
+        self.entropy_tables = {
+            f"{name}/{c}": FrequencyTable.from_codes(torch.cat(parts), k, prior)
+            for name, cols in columns.items()
+            for c, (k, parts) in enumerate(zip(sizes[name], cols))
+        }
 
     @torch.no_grad()
     def compress(self, x: Tensor, rate: str | RatePoint = "max") -> bytes:
@@ -465,6 +491,7 @@ class Codec(nn.Module):
         publish = getattr(self.quantizer, "publish", None)
         if callable(publish):  # RAQ: store the adapted codebooks of every rate point
             publish()
+            self._sha256 = None  # published buffers are part of the weights
         state = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
         if callable(publish) and self.quantizer.training:
             self.quantizer.train(True)  # still training: the stored codebooks go stale in this copy

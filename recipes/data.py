@@ -63,7 +63,8 @@ def split_files(root: str | Path, exts: set[str], val_fraction: float) -> tuple[
         files = _list(root, exts)
         cut = int(val_fraction * 1000)
         val = [p for p in files if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 1000 < cut]
-        train = [p for p in files if p not in set(val)]
+        held_out = set(val)
+        train = [p for p in files if p not in held_out]
         if not val and len(files) > 1 and val_fraction > 0:
             val, train = files[-1:], files[:-1]
     if not train:

@@ -172,18 +172,16 @@ class AdaptiveQuantizer(Quantizer):
         x, lead = flatten_tokens(z)
         m = x.shape[0]
         logits = self.scorer(x).float()
-        if self.training:
-            y = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=-1) if m else logits
-            sel = y.argmax(-1)
-        else:
-            sel = logits.argmax(-1)
         if not self.training:
+            sel = logits.argmax(-1)
             codes = self._encode_flat(x, sel)
             q = self._decode_flat(codes)
             z_q = straight_through(x, q)
             loss = {"commitment": self.beta * mse(x.float(), q)}
             return self._output(z, lead, z_q, codes, loss, sel)
 
+        y = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=-1) if m else logits
+        sel = y.argmax(-1)
         codes = torch.full((m, 1 + self.max_subcodes), -1, dtype=torch.long, device=x.device)
         codes[:, 0] = sel
         z_q = x.new_zeros(x.shape, dtype=torch.float32)

@@ -142,14 +142,18 @@ class Quantizer(nn.Module):
             raise TypeError(f"tokens must be floating point, got {z.dtype}")
 
     @staticmethod
-    def _check_codes(codes: Tensor, num_codes: int) -> None:
-        """Reject non-integer or out-of-range codes with a clear error (not an index crash)."""
+    def _check_integer(codes: Tensor) -> None:
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= num_codes):
-            raise ValueError(
-                f"codes out of range [0, {num_codes}): min {int(codes.min())}, max {int(codes.max())}"
-            )
+
+    @staticmethod
+    def _check_codes(codes: Tensor, num_codes: int) -> None:
+        """Reject non-integer or out-of-range codes with a clear error (not an index crash)."""
+        Quantizer._check_integer(codes)
+        if codes.numel():
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo < 0 or hi >= num_codes:
+                raise ValueError(f"codes out of range [0, {num_codes}): min {lo}, max {hi}")
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}"

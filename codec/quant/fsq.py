@@ -107,7 +107,7 @@ class FSQ(Quantizer):
     def _quantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(M, D)`` -> (normalised values ``(M, d)`` with STE gradient, codes ``(M,)``)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            h = self.project_in(x.float()) if not isinstance(self.project_in, nn.Identity) else x.float()
+            h = self.project_in(x.float())
             bounded = self._bound(h)
             rounded = torch.round(bounded)
             # value exactly rounded / half_width; gradient of bounded / half_width

@@ -209,8 +209,7 @@ class ResidualVQ(Quantizer):
             raise ValueError(f"codes have {n} levels, expected num_levels={num_levels}")
         if not 1 <= n <= self.num_levels:
             raise ValueError(f"codes have {n} levels; this rvq has {self.num_levels}")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
+        self._check_integer(codes)
         if codes.numel() and int(codes.min()) < -1:
             raise ValueError(f"codes out of range: {int(codes.min())} (only -1 marks a dropped level)")
         out: Tensor | None = None
