@@ -360,6 +360,11 @@ class Codec(nn.Module):
             for c, (k, parts) in enumerate(zip(sizes[name], cols))
         }
 
+    def _tables(self, point: RatePoint) -> list[FrequencyTable | None]:
+        """The frequency table of each code column at ``point`` (None: bit-packed)."""
+        n = len(self.quantizer.alphabet_sizes(**point.kwargs))
+        return [self.entropy_tables.get(f"{point.name}/{c}") for c in range(n)]
+
     @torch.no_grad()
     def compress(self, x: Tensor, rate: str | RatePoint = "max") -> bytes:
         """One signal ``(1, C, *spatial)`` -> the bytes of a ``.vqc`` file at the chosen rate point."""
@@ -370,11 +375,9 @@ class Codec(nn.Module):
         enc = self.encode(x, rate)
         sizes = self.quantizer.alphabet_sizes(**enc.point.kwargs)
         flat = enc.codes.reshape(-1, len(sizes)).cpu()
-        chunks, coding = [], []
-        for c, k in enumerate(sizes):
-            table = self.entropy_tables.get(f"{enc.point.name}/{c}")
-            chunks.append(encode_symbols(flat[:, c], k, table))
-            coding.append("range" if table is not None else "packed")
+        tables = self._tables(enc.point)
+        chunks = [encode_symbols(flat[:, c], k, table) for c, (k, table) in enumerate(zip(sizes, tables))]
+        coding = ["range" if table is not None else "packed" for table in tables]
         header = {
             "modality": self.modality,
             "model": {"name": (self.config or {}).get("name", ""), "sha256": self.weights_sha256()},
@@ -401,14 +404,14 @@ class Codec(nn.Module):
             if not isinstance(header.get(name), kind):
                 raise BitstreamError(f"header field {name!r} is missing or not a {kind.__name__}")
         if header["modality"] != self.modality:
-            raise BitstreamError(f"a {header.get('modality')!r} file cannot be decoded by this {self.modality} model")
+            raise BitstreamError(f"a {header['modality']!r} file cannot be decoded by this {self.modality} model")
         model = header["model"]
         if model.get("sha256") != self.weights_sha256():
             raise BitstreamError(f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)")
         names = {p.name: p for p in self.rate_points()}
         point = names.get(header["rate_point"])
         if point is None:
-            raise BitstreamError(f"unknown rate point {header.get('rate_point')!r}")
+            raise BitstreamError(f"unknown rate point {header['rate_point']!r}")
         shape, padded, codes_shape = header.get("shape"), header.get("padded"), header.get("codes_shape")
         for name, v in (("shape", shape), ("padded", padded), ("codes_shape", codes_shape)):
             if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
@@ -423,15 +426,14 @@ class Codec(nn.Module):
         trailing = codes_shape[len(expected):]
         if codes_shape[: len(expected)] != expected or trailing not in ([], [len(sizes)]) or (not trailing and len(sizes) != 1):
             raise BitstreamError(f"codes shape {codes_shape} does not fit signal {shape}")
-        if len(chunks) != len(sizes) or header.get("coding") != [
-            "range" if f"{point.name}/{c}" in self.entropy_tables else "packed" for c in range(len(sizes))
-        ]:
+        tables = self._tables(point)
+        if len(chunks) != len(sizes) or header["coding"] != ["range" if t is not None else "packed" for t in tables]:
             raise BitstreamError("payload layout does not match this model's entropy coding")
         count = math.prod(expected)
         columns = []
-        for c, (k, chunk) in enumerate(zip(sizes, chunks)):
+        for c, (k, chunk, table) in enumerate(zip(sizes, chunks, tables)):
             try:
-                columns.append(decode_symbols(chunk, count, k, self.entropy_tables.get(f"{point.name}/{c}")))
+                columns.append(decode_symbols(chunk, count, k, table))
             except ValueError as err:
                 raise BitstreamError(f"payload {c}: {err}") from None
         codes = torch.from_numpy(np.stack(columns, axis=1)).reshape(codes_shape)
