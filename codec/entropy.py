@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "packed_bits"]
+__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "packed_bits"]
 
 MAX_SYMBOLS = 1 << 28  # a hard bound on symbols in one call, checked before allocating
 
@@ -134,4 +134,81 @@ def decode_symbols(
         out = (flat.astype(np.int64) << np.arange(bits - 1, -1, -1, dtype=np.int64)).sum(1)
     if out.size and (out.min() < 0 or out.max() >= num_symbols):
         raise ValueError("decoded symbols out of range: corrupt payload")
+    return out
+
+
+def encode_columns(
+    columns: np.ndarray | Tensor, sizes: list[int], tables: list[FrequencyTable] | None = None
+) -> bytes:
+    """Code columns ``(count, n)`` of symbols into **one** stream, column after column.
+
+    Column ``c`` holds symbols in ``[0, sizes[c])``. With ``tables`` (one per column) every column
+    goes through one range coder (one 32-bit word of flush for the whole stream, not per column);
+    without, each column is bit-packed at its own width and the bits are concatenated.
+    """
+    a = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns).astype(np.int64)
+    if a.ndim != 2 or a.shape[1] != len(sizes):
+        raise ValueError(f"columns must be (count, {len(sizes)}), got {a.shape}")
+    if a.size > MAX_SYMBOLS:
+        raise ValueError(f"too many symbols ({a.size})")
+    for c, k in enumerate(sizes):
+        if a.shape[0] and (a[:, c].min() < 0 or a[:, c].max() >= k):
+            raise ValueError(f"column {c}: symbols out of range [0, {k})")
+    if tables is not None:
+        if len(tables) != len(sizes) or any(t.num_symbols != k for t, k in zip(tables, sizes)):
+            raise ValueError("one table per column, each with that column's alphabet size")
+        if a.shape[0] == 0:
+            return b""
+        import constriction
+
+        enc = constriction.stream.queue.RangeEncoder()
+        for c, table in enumerate(tables):
+            enc.encode(a[:, c].astype(np.int32), _model(table))
+        return enc.get_compressed().astype("<u4").tobytes()
+    bits = [packed_bits(k) for k in sizes]
+    planes = [((a[:, c : c + 1] >> np.arange(b - 1, -1, -1, dtype=np.int64)) & 1).reshape(-1) for c, b in enumerate(bits)]
+    return np.packbits(np.concatenate(planes).astype(np.uint8) if planes else np.zeros(0, np.uint8)).tobytes()
+
+
+def decode_columns(
+    data: bytes, count: int, sizes: list[int], tables: list[FrequencyTable] | None = None
+) -> np.ndarray:
+    """Inverse of :func:`encode_columns`: ``(count, len(sizes))`` int64 symbols from ``data``.
+
+    Raises ``ValueError`` on an inconsistent or corrupt stream, within bounded time and memory.
+    """
+    if not 0 <= count or count * max(1, len(sizes)) > MAX_SYMBOLS:
+        raise ValueError(f"symbol count {count} out of bounds")
+    out = np.zeros((count, len(sizes)), dtype=np.int64)
+    if tables is not None:
+        if len(tables) != len(sizes) or any(t.num_symbols != k for t, k in zip(tables, sizes)):
+            raise ValueError("one table per column, each with that column's alphabet size")
+        if count == 0:
+            if data:
+                raise ValueError("payload for an empty signal must be empty")
+            return out
+        if len(data) % 4 or not data:
+            raise ValueError("range-coded payload must be a non-empty multiple of 4 bytes")
+        import constriction
+
+        dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        try:
+            for c, table in enumerate(tables):
+                out[:, c] = np.asarray(dec.decode(_model(table), count))
+        except Exception as err:  # constriction reports a corrupt stream as a generic error
+            raise ValueError(f"corrupt range-coded payload ({err})") from None
+    else:
+        bits = [packed_bits(k) for k in sizes]
+        need = (count * sum(bits) + 7) // 8
+        if len(data) != need:
+            raise ValueError(f"bit-packed payload has {len(data)} bytes, expected {need}")
+        flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        pos = 0
+        for c, b in enumerate(bits):
+            plane = flat[pos : pos + count * b].reshape(count, b).astype(np.int64)
+            out[:, c] = (plane << np.arange(b - 1, -1, -1, dtype=np.int64)).sum(1)
+            pos += count * b
+    for c, k in enumerate(sizes):
+        if count and (out[:, c].min() < 0 or out[:, c].max() >= k):
+            raise ValueError("decoded symbols out of range: corrupt payload")
     return out

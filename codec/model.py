@@ -23,28 +23,32 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
-from codec.entropy import FrequencyTable, decode_symbols, encode_symbols
+from codec.entropy import FrequencyTable, decode_columns, encode_columns
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
+from codec.tiling import TileGrid
 
-__all__ = ["Codec", "CodecOutput", "EncodedCodes", "RatePoint", "RateError", "parse_rate"]
+__all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "RateError", "RateWarning", "parse_rate"]
 
 FORMAT_NAME = "vqcodec-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
-MAX_SIGNAL_ELEMENTS = 1 << 32  # samples x channels or pixels x channels in one .vqc file
+MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24 kHz stereo)
+MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
+MAX_TILE = 1 << 24  # samples or pixels per axis of one tile
 MAX_CONFIG_BYTES = 1 << 20
 
 _UNITS = {"bps": ("kbps", 1e-3), "kbps": ("kbps", 1.0), "bpp": ("bpp", 1.0)}
@@ -53,6 +57,10 @@ _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(bps|kbps|bpp)\s*$", re.IGNO
 
 class RateError(ValueError):
     """A rate request that cannot be served; the message lists the available rates."""
+
+
+class RateWarning(UserWarning):
+    """A file was written at a lower rate point than asked, to keep its size within the request."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,44 @@ class EncodedCodes:
     padded: tuple[int, ...] = field(default=())
 
 
+@dataclass
+class Compressed:
+    """A written ``.vqc`` file and how its rate came out.
+
+    Attributes:
+        data: the file's bytes.
+        point: the rate point the payload is coded at.
+        request: the rate asked for.
+        real_rate: the file's real rate, header included (kbps of all channels, or bpp).
+        unit: ``"kbps"`` or ``"bpp"``.
+        notes: each step down to a lower point, or why the request could not be met.
+    """
+
+    data: bytes
+    point: RatePoint
+    request: str
+    real_rate: float
+    unit: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedFile:
+    """A validated ``.vqc`` file: header, rate point, signal shape, tiles and payload chunks."""
+
+    header: dict[str, Any]
+    point: RatePoint
+    shape: tuple[int, ...]
+    grid: TileGrid
+    chunks: list[bytes]
+    tables: list[FrequencyTable] | None
+    level_axis: bool
+
+
+def _ints(values: list[Any]) -> bool:
+    return all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in values)
+
+
 class Codec(nn.Module):
     """A neural codec assembled from an encoder, a quantizer and a decoder.
 
@@ -158,6 +204,12 @@ class Codec(nn.Module):
         config: the build description (set by :meth:`from_config`; needed by :meth:`save`).
         measured_rates: real rate per point name, measured at export.
     """
+
+    #: default tiling of long inputs (see :meth:`tile_grid`)
+    chunk_seconds: float = 10.0
+    overlap_seconds: float = 0.1
+    image_tile: int = 768
+    image_overlap: int = 16
 
     def __init__(
         self,
@@ -214,13 +266,14 @@ class Codec(nn.Module):
             )
         return sorted(points, key=lambda p: (p.rate, p.nominal))
 
-    def select_rate(self, request: str | RatePoint) -> RatePoint:
+    def select_rate(self, request: str | RatePoint, channels: int = 1) -> RatePoint:
         """Resolve a rate request to the best point that fits it.
 
         ``request`` is a point name, ``"max"``, ``"min"``, or ``<number><unit>`` with unit bps, kbps
         or bpp (case-insensitive). The chosen point has the highest rate not above the request.
         A unit of the other modality, or a request below the lowest point, raises
-        :class:`RateError` listing the available rates.
+        :class:`RateError` listing the available rates. Audio rates are per channel; with
+        ``channels`` > 1 a target in kbps is for all channels together.
         """
         points = self.rate_points()
         if isinstance(request, RatePoint):
@@ -243,7 +296,7 @@ class Codec(nn.Module):
                 f"{text!r} is a rate in {unit}, but this is an {self.modality} codec (rates in "
                 f"{self.rate_unit}). Available: {available}"
             )
-        fitting = [p for p in points if p.rate <= value * (1 + 1e-9)]
+        fitting = [p for p in points if p.rate * channels <= value * (1 + 1e-9)]
         if not fitting:
             raise RateError(f"{text} is below the lowest rate of this codec. Available: {available}")
         return max(fitting, key=lambda p: (p.rate, p.nominal))
@@ -365,31 +418,218 @@ class Codec(nn.Module):
         n = len(self.quantizer.alphabet_sizes(**point.kwargs))
         return [self.entropy_tables.get(f"{point.name}/{c}") for c in range(n)]
 
+    # -- .vqc files ---------------------------------------------------------------------------------
+    def units(self, shape: tuple[int, ...] | list[int], sample_rate: int | None = None) -> float:
+        """What one unit of rate is measured over: seconds of audio, or pixels of an image."""
+        if self.modality == "audio":
+            return shape[-1] / float(sample_rate or self.sample_rate or 1)
+        return float(math.prod(shape[2:]))
+
+    def real_rate(self, num_bytes: int, shape: tuple[int, ...] | list[int], sample_rate: int | None = None) -> float:
+        """The rate of a file of ``num_bytes`` (header included): kbps for audio (all channels), bpp for images."""
+        bits = 8.0 * num_bytes
+        scale = 1e-3 if self.modality == "audio" else 1.0
+        return bits * scale / max(self.units(shape, sample_rate), 1e-12)
+
+    def tile_grid(self, shape: tuple[int, ...], tile: int | None = None, overlap: int | None = None) -> TileGrid:
+        """How a signal of ``shape`` is cut into independently coded tiles (see :mod:`codec.tiling`).
+
+        Defaults: audio in chunks of :attr:`chunk_seconds` overlapping by :attr:`overlap_seconds`;
+        images in tiles of :attr:`image_tile` pixels per side overlapping by :attr:`image_overlap`.
+        """
+        if self.modality == "audio":
+            sr = self.sample_rate or 1
+            tile = tile if tile is not None else round(self.chunk_seconds * sr)
+            overlap = overlap if overlap is not None else round(self.overlap_seconds * sr)
+        else:
+            tile = tile if tile is not None else self.image_tile
+            overlap = overlap if overlap is not None else self.image_overlap
+        if tile < self.encoder.stride or overlap < 0:
+            raise ValueError(f"tile {tile} must be at least the stride {self.encoder.stride}; overlap >= 0")
+        return TileGrid.plan(tuple(shape[2:]), tile, overlap, self.encoder.stride)
+
+    def _has_level_axis(self, point: RatePoint) -> bool:
+        device = next(self.parameters(), torch.empty(0)).device
+        probe = self.quantizer.encode(torch.zeros(1, 1, self.encoder.latent_dim, device=device), **point.kwargs)
+        return probe.dim() == 3
+
+    def _tile_tokens(self, x: Tensor, grid: TileGrid) -> list[tuple[Tensor, tuple[int, ...], PadInfo]]:
+        device = next(self.parameters(), torch.empty(0)).device
+        out = []
+        for spans in grid:
+            piece = x[(..., *(slice(a, b) for a, b in spans))]
+            out.append(self._tokens(piece.to(device)))
+        return out
+
     @torch.no_grad()
-    def compress(self, x: Tensor, rate: str | RatePoint = "max") -> bytes:
-        """One signal ``(1, C, *spatial)`` -> the bytes of a ``.vqc`` file at the chosen rate point."""
+    def compress_detailed(
+        self,
+        x: Tensor,
+        rate: str | RatePoint = "max",
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        sample_rate: int | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+    ) -> "Compressed":
+        """One signal ``(1, C, *spatial)`` -> a ``.vqc`` file and how its rate came out.
+
+        ``rate``: a point name, ``"max"``/``"min"``, or a target such as ``"6kbps"`` / ``"0.1bpp"``.
+        A target is a promise about the **file**: its size, header included, over the signal's
+        duration (all channels) or pixel count. The best point whose rate fits is tried first;
+        while the real file exceeds the target the next lower point is used, and each step down
+        is recorded in ``notes``. Where even the lowest point does not fit (a tiny input, whose
+        header alone may exceed the target) the lowest point is written and a note says so.
+
+        ``metadata`` (a small JSON object, e.g. the source file's sample rate and format) is
+        stored in the header and returned by :meth:`decompress`. ``sample_rate`` is the rate the
+        duration is measured at (audio; default the model's). ``tile``/``overlap`` override the
+        tiling in samples or pixels (:meth:`tile_grid`).
+        """
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"empty signal {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite values")
-        enc = self.encode(x, rate)
-        sizes = self.quantizer.alphabet_sizes(**enc.point.kwargs)
-        flat = enc.codes.reshape(-1, len(sizes)).cpu()
-        tables = self._tables(enc.point)
-        chunks = [encode_symbols(flat[:, c], k, table) for c, (k, table) in enumerate(zip(sizes, tables))]
-        coding = ["range" if table is not None else "packed" for table in tables]
-        header = {
+        if math.prod(x.shape) > self.max_signal_elements():
+            raise ValueError(f"signal of {math.prod(x.shape)} values exceeds this codec's limit {self.max_signal_elements()}")
+        request = rate.name if isinstance(rate, RatePoint) else str(rate)
+        channels = x.shape[1] if self.modality == "audio" else 1
+        point = self.select_rate(request, channels=channels)
+        grid = self.tile_grid(tuple(x.shape), tile, overlap)
+        tokens = self._tile_tokens(x, grid)
+        target = self._target(request)
+        ladder = [p for p in self.rate_points() if (p.rate, p.nominal) <= (point.rate, point.nominal)]
+        notes: list[str] = []
+        while True:
+            data = self._write(point, tokens, grid, tuple(x.shape), metadata)
+            real = self.real_rate(len(data), tuple(x.shape), sample_rate)
+            if target is None or real <= target * (1 + 1e-9):
+                break
+            lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
+            if not lower:
+                header_only = self.real_rate(len(data) - sum(len(c) for c in read_container(data)[1]), tuple(x.shape), sample_rate)
+                why = "its header alone is" if header_only > target else "even the lowest rate point is"
+                notes.append(
+                    f"the input is too short for {request}: {why} {header_only if header_only > target else real:.4g} "
+                    f"{self.rate_unit}; wrote the lowest point {point.name} at {real:.4g} {self.rate_unit}"
+                )
+                break
+            nxt = lower[-1]
+            notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
+            point = nxt
+        return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes)
+
+    def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:
+        """One signal ``(1, C, *spatial)`` -> the bytes of a ``.vqc`` file (see :meth:`compress_detailed`).
+
+        A step down to a lower rate point is reported with :class:`RateWarning`.
+        """
+        out = self.compress_detailed(x, rate, **kwargs)
+        for note in out.notes:
+            warnings.warn(note, RateWarning, stacklevel=2)
+        return out.data
+
+    def _target(self, request: str) -> float | None:
+        try:
+            value, unit = parse_rate(request)
+        except RateError:
+            return None  # a point name, max or min: no size promise beyond the point itself
+        return value if unit == self.rate_unit else None
+
+    def max_signal_elements(self) -> int:
+        return MAX_AUDIO_ELEMENTS if self.modality == "audio" else MAX_IMAGE_ELEMENTS
+
+    def _write(self, point: RatePoint, tokens: list, grid: TileGrid, shape: tuple[int, ...], metadata: Mapping[str, Any] | None) -> bytes:
+        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+        tables = self._tables(point)
+        use = tables if all(t is not None for t in tables) else None
+        chunks = []
+        for tok, spatial, info in tokens:
+            codes = self._quantize(tok, spatial, info, point).codes
+            chunks.append(encode_columns(codes.reshape(-1, len(sizes)).cpu(), sizes, use))
+        header: dict[str, Any] = {
             "modality": self.modality,
-            "model": {"name": (self.config or {}).get("name", ""), "sha256": self.weights_sha256()},
-            "rate_point": enc.point.name,
-            "shape": list(enc.shape),
-            "padded": list(enc.padded),
-            "codes_shape": list(enc.codes.shape),
-            "coding": coding,
+            "model": {"name": self.name, "sha256": self.weights_sha256()},
+            "rate_point": point.name,
+            "shape": list(shape),
+            "coding": "range" if use is not None else "packed",
+            "tiles": grid.to_header(),
         }
         if self.sample_rate is not None:
             header["sample_rate"] = int(self.sample_rate)
+        if metadata:
+            header["source"] = dict(metadata)
         return write_container(header, chunks)
+
+    @property
+    def name(self) -> str:
+        """The model's published name (``image-v1``), empty for an unnamed model."""
+        return str((self.config or {}).get("name", ""))
+
+    def read_header(self, data: bytes) -> "ParsedFile":
+        """Parse and validate a ``.vqc`` file against this model without decoding it."""
+        header, chunks = read_container(data)
+        expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": str, "shape": list, "tiles": dict}
+        for name, kind in expected_types.items():
+            if not isinstance(header.get(name), kind):
+                raise BitstreamError(f"header field {name!r} is missing or not a {kind.__name__}")
+        if header["modality"] != self.modality:
+            raise BitstreamError(f"a {header['modality']!r} file cannot be decoded by this {self.modality} model")
+        model = header["model"]
+        if model.get("sha256") != self.weights_sha256():
+            raise BitstreamError(
+                f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)"
+            )
+        point = {p.name: p for p in self.rate_points()}.get(header["rate_point"])
+        if point is None:
+            raise BitstreamError(f"unknown rate point {header['rate_point']!r}")
+        shape, tiles = header["shape"], header["tiles"]
+        n_sp = 1 if self.modality == "audio" else 2
+        if len(shape) != n_sp + 2 or not _ints(shape) or shape[0] != 1 or min(shape) < 1:
+            raise BitstreamError(f"implausible signal shape {shape}")
+        if math.prod(shape) > self.max_signal_elements():
+            raise BitstreamError(f"signal shape {shape} exceeds this codec's limit of {self.max_signal_elements()} values")
+        size, overlap = tiles.get("size"), tiles.get("overlap")
+        if not (isinstance(size, list) and isinstance(overlap, list) and _ints(size) and _ints(overlap)) or len(size) != n_sp or len(overlap) != n_sp:
+            raise BitstreamError("header field 'tiles' must hold 'size' and 'overlap' per spatial axis")
+        if any(t > MAX_TILE or t < 1 for t in size):
+            raise BitstreamError(f"tile size {size} out of bounds")
+        try:
+            grid = TileGrid(tuple(shape[2:]), tuple(size), tuple(overlap))
+        except ValueError as err:
+            raise BitstreamError(str(err)) from None
+        counts = [len(grid.starts(a)) for a in range(n_sp)]
+        if math.prod(counts) != len(chunks):  # also bounds the tile loop by the file's own size
+            raise BitstreamError(f"{len(chunks)} payload chunks for {math.prod(counts)} tiles")
+        tables = self._tables(point)
+        coding = "range" if all(t is not None for t in tables) else "packed"
+        if header["coding"] != coding:
+            raise BitstreamError(f"payload coding {header['coding']!r} does not match this model's ({coding!r})")
+        sr = header.get("sample_rate")
+        if self.modality == "audio" and sr != self.sample_rate:
+            raise BitstreamError(f"file sample rate {sr!r} does not match the model's {self.sample_rate}")
+        source = header.get("source", {})
+        if not isinstance(source, dict):
+            raise BitstreamError("header field 'source' must be an object")
+        return ParsedFile(header=header, point=point, shape=tuple(shape), grid=grid, chunks=chunks,
+                          tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point))
+
+    def _decode_tile(self, parsed: "ParsedFile", index: int, spans: tuple[tuple[int, int], ...]) -> Tensor:
+        stride = self.encoder.stride
+        tile_shape = (1, parsed.shape[1], *(b - a for a, b in spans))
+        padded = tuple(-(-n // stride) * stride for n in tile_shape[2:])
+        sizes = self.quantizer.alphabet_sizes(**parsed.point.kwargs)
+        grid_shape = [self.encoder.latent_batch(tile_shape), *(p // stride for p in padded)]
+        try:
+            flat = decode_columns(parsed.chunks[index], math.prod(grid_shape), sizes, parsed.tables)
+        except ValueError as err:
+            raise BitstreamError(f"payload of tile {index}: {err}") from None
+        codes = torch.from_numpy(flat).reshape(*grid_shape, *([len(sizes)] if parsed.level_axis else []))
+        device = next(self.parameters(), torch.empty(0)).device
+        enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded)
+        return self.decode(enc).float().cpu()
 
     @torch.no_grad()
     def decompress(self, data: bytes) -> tuple[Tensor, dict[str, Any]]:
@@ -398,48 +638,41 @@ class Codec(nn.Module):
         Raises :class:`~codec.bitstream.BitstreamError` for a foreign, corrupt or truncated file,
         a file made by other weights, or a header inconsistent with this model.
         """
-        header, chunks = read_container(data)
-        expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": list}
-        for name, kind in expected_types.items():
-            if not isinstance(header.get(name), kind):
-                raise BitstreamError(f"header field {name!r} is missing or not a {kind.__name__}")
-        if header["modality"] != self.modality:
-            raise BitstreamError(f"a {header['modality']!r} file cannot be decoded by this {self.modality} model")
-        model = header["model"]
-        if model.get("sha256") != self.weights_sha256():
-            raise BitstreamError(f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)")
-        names = {p.name: p for p in self.rate_points()}
-        point = names.get(header["rate_point"])
-        if point is None:
-            raise BitstreamError(f"unknown rate point {header['rate_point']!r}")
-        shape, padded, codes_shape = header.get("shape"), header.get("padded"), header.get("codes_shape")
-        for name, v in (("shape", shape), ("padded", padded), ("codes_shape", codes_shape)):
-            if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
-                raise BitstreamError(f"header field {name!r} is not a list of non-negative integers")
-        stride = self.encoder.stride
-        if len(shape) != len(padded) + 2 or shape[0] != 1 or min(shape) < 1 or math.prod(shape) > MAX_SIGNAL_ELEMENTS:
-            raise BitstreamError(f"implausible signal shape {shape}")
-        if any(p != -(-s // stride) * stride for s, p in zip(shape[2:], padded)):
-            raise BitstreamError("padded size does not match the signal shape")
-        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
-        expected = [self.encoder.latent_batch(tuple(shape)), *[p // stride for p in padded]]
-        trailing = codes_shape[len(expected):]
-        if codes_shape[: len(expected)] != expected or trailing not in ([], [len(sizes)]) or (not trailing and len(sizes) != 1):
-            raise BitstreamError(f"codes shape {codes_shape} does not fit signal {shape}")
-        tables = self._tables(point)
-        if len(chunks) != len(sizes) or header["coding"] != ["range" if t is not None else "packed" for t in tables]:
-            raise BitstreamError("payload layout does not match this model's entropy coding")
-        count = math.prod(expected)
-        columns = []
-        for c, (k, chunk, table) in enumerate(zip(sizes, chunks, tables)):
-            try:
-                columns.append(decode_symbols(chunk, count, k, table))
-            except ValueError as err:
-                raise BitstreamError(f"payload {c}: {err}") from None
-        codes = torch.from_numpy(np.stack(columns, axis=1)).reshape(codes_shape)
-        device = next(self.parameters(), torch.empty(0)).device
-        enc = EncodedCodes(codes=codes.to(device), point=point, shape=tuple(shape), padded=tuple(padded))
-        return self.decode(enc), header
+        parsed = self.read_header(data)
+        out = torch.zeros(parsed.shape)
+        for index, spans in enumerate(parsed.grid):
+            piece = self._decode_tile(parsed, index, spans)
+            window = parsed.grid.window(spans)
+            region = (..., *(slice(a, b) for a, b in spans))
+            out[region] += piece if window is None else piece * window
+        return out, parsed.header
+
+    @torch.no_grad()
+    def decompress_stream(self, data: bytes) -> tuple[dict[str, Any], Iterator[Tensor]]:
+        """Audio: ``(header, blocks)``: the signal ``(1, C, T)`` as consecutive finished blocks.
+
+        Memory stays bounded by two chunks whatever the file's duration.
+        """
+        if self.modality != "audio":
+            raise ValueError("decompress_stream is for audio; images decode with decompress")
+        parsed = self.read_header(data)
+
+        def blocks() -> Iterator[Tensor]:
+            spans_list = list(parsed.grid)
+            buf, done = torch.zeros(parsed.shape[:2] + (0,)), 0  # buf: samples [done, done + len) so far
+            for index, spans in enumerate(spans_list):
+                (a, b), = spans
+                piece = self._decode_tile(parsed, index, spans)
+                window = parsed.grid.window(spans)
+                piece = piece if window is None else piece * window
+                grown = torch.zeros(parsed.shape[:2] + (b - done,))
+                grown[..., : buf.shape[-1]] += buf
+                grown[..., a - done :] += piece
+                final = spans_list[index + 1][0][0] if index + 1 < len(spans_list) else b
+                yield grown[..., : final - done]
+                buf, done = grown[..., final - done :], final
+
+        return parsed.header, blocks()
 
     # -- weights format ---------------------------------------------------------------------------
     @classmethod

@@ -1,5 +1,6 @@
 """Codec.compress / decompress through the real .vqc format."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from codec.bitstream import BitstreamError, read_container
-from codec.model import Codec
+from codec.model import Codec, RateError, RateWarning
 
 AUDIO_NET = dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8)
 IMAGE_NET = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False)
@@ -19,7 +20,7 @@ def audio_codec(**kw):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 12345), (1, 2, 999), (1, 1, 1)])
-@pytest.mark.parametrize("rate", ["min", "1.5kbps", "max"])
+@pytest.mark.parametrize("rate", ["min", "n2", "max"])
 def test_audio_round_trip_matches_encode_decode(shape, rate):
     codec = audio_codec()
     x = torch.rand(*shape) * 2 - 1
@@ -27,6 +28,73 @@ def test_audio_round_trip_matches_encode_decode(shape, rate):
     y, header = codec.decompress(data)
     assert y.shape == x.shape and header["rate_point"] == codec.select_rate(rate).name
     assert torch.equal(y, codec.decode(codec.encode(x, rate)))
+
+
+@pytest.mark.parametrize("request_kbps", [1.3, 2.0, 3.0, 4.0, 10.0])
+def test_a_rate_target_is_a_promise_about_the_file(request_kbps):
+    codec = audio_codec()
+    x = torch.rand(1, 2, 24000 * 3) * 2 - 1  # 3 s of stereo: the header costs ~0.8 kbps here
+    out = codec.compress_detailed(x, f"{request_kbps}kbps")
+    real = 8 * len(out.data) / 3 / 1000
+    assert out.real_rate == pytest.approx(real)
+    if out.point.name != "n1":
+        assert real <= request_kbps
+    if out.point != codec.select_rate(f"{request_kbps}kbps", channels=2):
+        assert out.notes and "stepped down" in out.notes[0]
+    if real > request_kbps:  # only when even the lowest point cannot fit
+        assert out.point.name == "n1" and "too short" in out.notes[-1]
+    with pytest.warns(RateWarning) if out.notes else contextlib.nullcontext():
+        codec.compress(x, f"{request_kbps}kbps")
+    with pytest.raises(RateError, match="below the lowest rate"):  # stereo: n1 costs 2 x 0.6 kbps
+        codec.compress(x, "1kbps")
+
+
+def test_tiny_input_is_written_at_the_lowest_point_with_a_warning():
+    codec = audio_codec()
+    with pytest.warns(RateWarning, match="header alone"):
+        data = codec.compress(torch.rand(1, 1, 100) * 2 - 1, "1.5kbps")
+    assert codec.decompress(data)[1]["rate_point"] == "n1"
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((1, 1, 50_000), 16_000, 640), ((1, 2, 33_333), 8_000, 320), ((1, 1, 9_000), 2_880, 1_280)])
+def test_long_audio_is_coded_in_independent_overlapping_chunks(shape, tile, overlap):
+    codec = audio_codec()
+    t = torch.arange(shape[-1]) / 24000
+    x = (0.5 * torch.sin(2 * math.pi * 220 * t)).expand(shape).clone()
+    data = codec.compress(x, "max", tile=tile, overlap=overlap)
+    header, chunks = read_container(data)
+    grid = codec.tile_grid(shape, tile, overlap)
+    assert len(chunks) == len(grid) > 1 and header["tiles"] == {"size": [tile], "overlap": [overlap]}
+    y, _ = codec.decompress(data)
+    streamed = torch.cat(list(codec.decompress_stream(data)[1]), dim=-1)
+    assert y.shape == x.shape and torch.allclose(y, streamed, atol=1e-6)
+    # away from the overlaps every sample is exactly what its own chunk decodes to
+    (a, b), = list(grid)[1]
+    alone = codec.decode(codec.encode(x[..., a:b], "max"))
+    inner = slice(a + overlap, b - overlap) if b < shape[-1] else slice(a + overlap, b)
+    assert torch.allclose(y[..., inner], alone[..., inner.start - a : inner.stop - a], atol=1e-6)
+
+
+def test_cross_fade_leaves_no_seam():
+    """A constant input: whatever each chunk decodes to, the blend never leaves the range of its parts."""
+    codec = audio_codec()
+    x = torch.full((1, 1, 20_000), 0.3)
+    data = codec.compress(x, "max", tile=6_400, overlap=960)
+    y, _ = codec.decompress(data)
+    pieces = [codec.decode(codec.encode(x[..., a:b], "max")) for (a, b), in codec.tile_grid(x.shape, 6_400, 960)]
+    lo = min(float(p.min()) for p in pieces)
+    hi = max(float(p.max()) for p in pieces)
+    assert lo - 1e-6 <= float(y.min()) and float(y.max()) <= hi + 1e-6
+
+
+def test_large_images_are_tiled_and_blend_back():
+    codec = Codec.build("image-resnet", "vq", network_kwargs=IMAGE_NET, quantizer_kwargs=dict(codebook_size=32)).eval()
+    x = torch.rand(1, 3, 70, 45)
+    data = codec.compress(x, "max", tile=32, overlap=8)
+    assert len(read_container(data)[1]) == 3 * 2
+    y, header = codec.decompress(data)
+    assert y.shape == x.shape and header["tiles"] == {"size": [32, 32], "overlap": [8, 8]}
+    assert torch.equal(y[..., :24, :24], codec.decode(codec.encode(x[..., :32, :32]))[..., :24, :24])
 
 
 @pytest.mark.parametrize("quantizer,kw", [("vq", {}), ("rvq", {"num_levels": 2}), ("fsq", {}),
@@ -112,7 +180,9 @@ def test_random_corruptions_with_valid_checksums_fail_cleanly():
 
 
 @pytest.mark.parametrize("field,value", [("model", []), ("rate_point", [1]), ("modality", None), ("coding", "range"),
-                                         ("shape", [1, 1, -5]), ("codes_shape", "x"), ("padded", [10**12])])
+                                         ("coding", ["packed"]), ("shape", [1, 1, -5]), ("shape", [1, 1, 10**12]),
+                                         ("tiles", {"size": [0], "overlap": [0]}), ("tiles", {"size": [1000], "overlap": [600]}),
+                                         ("tiles", {"size": [10], "overlap": [0]}), ("sample_rate", 16000), ("source", [1])])
 def test_header_fields_of_the_wrong_type_are_rejected(field, value):
     """Found by bench/fuzz_bitstream.py: re-framed headers with valid CRCs but wrong field types."""
     from codec.bitstream import write_container
