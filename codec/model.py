@@ -39,7 +39,7 @@ from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
 from codec.tiling import TileGrid
 
-__all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "RateError", "RateWarning", "parse_rate"]
+__all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate"]
 
 FORMAT_NAME = "vqcodec-model"
 FORMAT_VERSION = 1
@@ -177,6 +177,23 @@ class Compressed:
 
 
 @dataclass
+class Tokens:
+    """Code indices of one signal for language-model work (see :meth:`Codec.tokenize`).
+
+    Attributes:
+        codes: int64, audio ``(channels, levels, frames)``, images ``(levels, h, w)``.
+        point: the rate point the codes belong to.
+        shape: the coded signal's shape ``(1, C, *spatial)`` (audio at the model's sample rate).
+        tiles: the tiling used (``{"size": [...], "overlap": [...]}``), needed to decode.
+    """
+
+    codes: Tensor
+    point: RatePoint
+    shape: tuple[int, ...]
+    tiles: dict[str, list[int]]
+
+
+@dataclass
 class ParsedFile:
     """A validated ``.vqc`` file: header, rate point, signal shape, tiles and payload chunks."""
 
@@ -210,6 +227,8 @@ class Codec(nn.Module):
     overlap_seconds: float = 0.1
     image_tile: int = 768
     image_overlap: int = 16
+    #: tiles of equal size encoded per network pass
+    batch_size: int = 8
 
     def __init__(
         self,
@@ -454,11 +473,23 @@ class Codec(nn.Module):
         return probe.dim() == 3
 
     def _tile_tokens(self, x: Tensor, grid: TileGrid) -> list[tuple[Tensor, tuple[int, ...], PadInfo]]:
+        """Encoder tokens of every tile; tiles of equal size go through the encoder
+        :attr:`batch_size` at a time (the throughput lever on a GPU)."""
         device = next(self.parameters(), torch.empty(0)).device
-        out = []
-        for spans in grid:
-            piece = x[(..., *(slice(a, b) for a, b in spans))]
-            out.append(self._tokens(piece.to(device)))
+        spans = list(grid)
+        out: list[tuple[Tensor, tuple[int, ...], PadInfo]] = []
+        i = 0
+        while i < len(spans):
+            size = [b - a for a, b in spans[i]]
+            j = i + 1
+            while j < len(spans) and j - i < max(1, self.batch_size) and [b - a for a, b in spans[j]] == size:
+                j += 1
+            pieces = [x[(..., *(slice(a, b) for a, b in sp))] for sp in spans[i:j]]
+            tokens, spatial, info = self._tokens(torch.cat(pieces).to(device))
+            per = tokens.shape[0] // len(pieces)  # audio folds channels into the batch
+            single = PadInfo(shape=(1, *info.shape[1:]), padded=info.padded)
+            out += [(t, spatial, single) for t in tokens.split(per)]
+            i = j
         return out
 
     @torch.no_grad()
@@ -674,6 +705,79 @@ class Codec(nn.Module):
 
         return parsed.header, blocks()
 
+    # -- tokens for language models -------------------------------------------------------------
+    @torch.no_grad()
+    def tokenize(self, x: Tensor, rate: str | RatePoint = "max", *, tile: int | None = None, overlap: int | None = None) -> "Tokens":
+        """One signal ``(1, C, *spatial)`` -> its code indices as one sequence/grid (:class:`Tokens`).
+
+        Layout of ``Tokens.codes`` (int64): audio ``(channels, levels, frames)``; images
+        ``(levels, h, w)``; ``levels`` is 1 for single-codebook quantizers. Long inputs are encoded
+        tile by tile as in :meth:`compress`, and the overlaps are cut at their middle, so there is
+        exactly one code per latent position.
+        """
+        point = self.select_rate(rate, channels=x.shape[1] if self.modality == "audio" else 1)
+        grid = self.tile_grid(tuple(x.shape), tile, overlap)
+        stride = self.encoder.stride
+        total = [-(-n // stride) for n in x.shape[2:]]
+        out: Tensor | None = None
+        for (tok, spatial, info), spans in zip(self._tile_tokens(x, grid), grid):
+            codes = self._quantize(tok, spatial, info, point).codes
+            codes = codes if codes.dim() == 2 + len(spatial) else codes.unsqueeze(-1)
+            if out is None:
+                out = torch.zeros(codes.shape[0], *total, codes.shape[-1], dtype=torch.int64)
+            src, dst = [slice(None)], [slice(None)]
+            for axis, (a, _b) in enumerate(spans):
+                lo, hi = self._owned(grid, axis, a, total[axis])
+                src.append(slice(lo - a // stride, hi - a // stride))
+                dst.append(slice(lo, hi))
+            out[tuple(dst)] = codes[tuple(src)].cpu()
+        assert out is not None
+        layout = out.permute(0, 2, 1) if self.modality == "audio" else out[0].permute(2, 0, 1)
+        return Tokens(codes=layout.contiguous(), point=point, shape=tuple(x.shape), tiles=grid.to_header())
+
+    def _owned(self, grid: TileGrid, axis: int, start: int, total: int) -> tuple[int, int]:
+        """Latent positions ``[lo, hi)`` whose codes the tile starting at ``start`` provides."""
+        stride = self.encoder.stride
+        starts = grid.starts(axis)
+        i = starts.index(start)
+        half = grid.overlap[axis] // stride // 2
+        lo = 0 if i == 0 else start // stride + half
+        hi = total if i + 1 == len(starts) else starts[i + 1] // stride + half
+        return lo, hi
+
+    @torch.no_grad()
+    def detokenize(self, tokens: "Tokens") -> Tensor:
+        """:class:`Tokens` -> the decoded signal ``(1, C, *spatial)`` (tile by tile, cross-faded)."""
+        point = self.select_rate(tokens.point.name if isinstance(tokens.point, RatePoint) else str(tokens.point))
+        shape = tuple(tokens.shape)
+        grid = TileGrid(tuple(shape[2:]), tuple(tokens.tiles["size"]), tuple(tokens.tiles["overlap"]))
+        stride = self.encoder.stride
+        total = [-(-n // stride) for n in shape[2:]]
+        codes = tokens.codes.to(torch.int64)
+        codes = codes.permute(0, 2, 1) if self.modality == "audio" else codes.permute(1, 2, 0).unsqueeze(0)
+        expected = (self.encoder.latent_batch(shape), *total)
+        if tuple(codes.shape[:-1]) != expected:
+            raise ValueError(f"codes of shape {tuple(tokens.codes.shape)} do not fit a signal of shape {shape}")
+        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+        if codes.shape[-1] != len(sizes):
+            raise ValueError(f"{codes.shape[-1]} code levels, rate point {point.name} has {len(sizes)}")
+        for c, k in enumerate(sizes):
+            if codes.numel() and (int(codes[..., c].min()) < 0 or int(codes[..., c].max()) >= k):
+                raise ValueError(f"codes of level {c} out of range [0, {k}) for rate point {point.name}")
+        if not self._has_level_axis(point):
+            codes = codes[..., 0]
+        device = next(self.parameters(), torch.empty(0)).device
+        out = torch.zeros(shape)
+        for spans in grid:
+            region = tuple(slice(a // stride, -(-b // stride)) for a, b in spans)
+            tile_shape = (1, shape[1], *(b - a for a, b in spans))
+            padded = tuple(-(-n // stride) * stride for n in tile_shape[2:])
+            enc = EncodedCodes(codes=codes[(slice(None), *region)].to(device), point=point, shape=tile_shape, padded=padded)
+            piece = self.decode(enc).float().cpu()
+            window = grid.window(spans)
+            out[(..., *(slice(a, b) for a, b in spans))] += piece if window is None else piece * window
+        return out
+
     # -- weights format ---------------------------------------------------------------------------
     @classmethod
     def build(
@@ -716,12 +820,18 @@ class Codec(nn.Module):
             raise ValueError("this Codec was assembled by hand; build it with Codec.build to save it")
         return {**self.config, "modality": self.modality, "measured_rates": dict(self.measured_rates)}
 
-    def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if missing)."""
+    def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None, name: str | None = None) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if missing).
+
+        ``name`` is the model's published name, written into every ``.vqc`` header it makes so a
+        file finds its model (default: the name it already has, else the folder's name).
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            self.config["name"] = name if name is not None else (self.config.get("name") or folder.name)
         config = self.export_config()
         publish = getattr(self.quantizer, "publish", None)
         if callable(publish):  # RAQ: store the adapted codebooks of every rate point
@@ -779,6 +889,8 @@ def _validate_config(config: Mapping[str, Any]) -> None:
         entry = config.get(part)
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), Mapping):
             raise ValueError(f"model config: {part!r} must be {{'name': str, 'kwargs': {{...}}}}")
+    if not isinstance(config.get("name", ""), str):
+        raise ValueError("model config: 'name' must be a string")
     rates = config.get("measured_rates", {})
     if not isinstance(rates, Mapping) or not all(isinstance(v, (int, float)) and v > 0 for v in rates.values()):
         raise ValueError("model config: measured_rates must map point names to positive numbers")

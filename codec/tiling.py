@@ -119,26 +119,61 @@ class StreamResampler:
         context = -(-64 * self.from_rate // min(self.from_rate, self.to_rate))
         self.margin = -(-context // self.down) * self.down
 
+        self._buf: Tensor | None = None  # input samples from absolute position _buf_start on
+        self._buf_start = 0
+        self._done = 0  # input position up to which output has been produced (a multiple of down)
+
     def output_length(self, n: int) -> int:
         return -(-n * self.up // self.down)
 
-    def blocks(self, x: Tensor) -> Iterator[Tensor]:
-        """Yield the resampled signal of ``x`` ``(C, T)`` in consecutive pieces."""
+    def _run(self, end: int, final: bool) -> Tensor:
         from codec.nets.audio import resample
 
-        n = x.shape[-1]
+        assert self._buf is not None
+        a = max(self._buf_start, self._done - self.margin)
+        b = self._buf_start + self._buf.shape[-1] if final else min(self._buf_start + self._buf.shape[-1], end + self.margin)
+        x = self._buf[..., a - self._buf_start : b - self._buf_start]
+        y = resample(x.float(), self.from_rate, self.to_rate)
+        lo = (self._done - a) * self.up // self.down
+        n_out = (self.output_length(b) if final else end * self.up // self.down) - self._done * self.up // self.down
+        return y[..., lo : lo + n_out]
+
+    def feed(self, x: Tensor) -> Tensor:
+        """Push the next samples ``(C, n)``; returns the output that is final so far (maybe empty)."""
+        self._buf = x if self._buf is None else torch.cat([self._buf, x], dim=-1)
         if self.up == self.down:
-            for s in range(0, n, self.block):
-                yield x[..., s : s + self.block]
-            return
-        total = self.output_length(n)
-        for s in range(0, n, self.block):
-            a, b = max(0, s - self.margin), min(n, s + self.block + self.margin)
-            y = resample(x[..., a:b].float(), self.from_rate, self.to_rate)
-            lo = (s - a) * self.up // self.down
-            out_start = s * self.up // self.down
-            out_end = min(total, (s + self.block) * self.up // self.down)
-            yield y[..., lo : lo + out_end - out_start]
+            out, self._buf = self._buf, None
+            self._buf_start += out.shape[-1]
+            return out
+        outs = []
+        while self._buf_start + self._buf.shape[-1] >= self._done + self.block + self.margin:
+            outs.append(self._run(self._done + self.block, final=False))
+            self._done += self.block
+            drop = max(0, self._done - self.margin - self._buf_start)
+            self._buf, self._buf_start = self._buf[..., drop:], self._buf_start + drop
+        return torch.cat(outs, dim=-1) if outs else self._buf[..., :0].float()
+
+    def flush(self) -> Tensor:
+        """The rest of the output once the input has ended."""
+        if self._buf is None or self.up == self.down:
+            return torch.zeros(0) if self._buf is None else self._buf[..., :0]
+        out = self._run(0, final=True) if self._buf_start + self._buf.shape[-1] > self._done else self._buf[..., :0].float()
+        self._buf = None
+        return out
+
+    def blocks(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield the resampled signal of ``x`` ``(C, T)`` in consecutive pieces."""
+        for s in range(0, x.shape[-1], self.block):
+            y = self.feed(x[..., s : s + self.block])
+            if y.shape[-1]:
+                yield y
+        y = self.flush()
+        if y.shape[-1]:
+            yield y
 
     def __call__(self, x: Tensor) -> Tensor:
-        return torch.cat(list(self.blocks(x)), dim=-1) if x.shape[-1] else x.float()
+        """Resample a whole ``(C, T)`` signal (block by block; a fresh resampler per call)."""
+        fresh = StreamResampler.__new__(StreamResampler)
+        fresh.__dict__.update(self.__dict__, _buf=None, _buf_start=0, _done=0)
+        parts = list(fresh.blocks(x))
+        return torch.cat(parts, dim=-1) if parts else x.float()[..., :0]
