@@ -151,7 +151,11 @@ def _source(header: dict[str, Any], codec: Codec) -> dict[str, Any]:
         frames = src.get("frames")
         if not isinstance(sr, int) or isinstance(sr, bool) or not 1 <= sr <= 1_000_000:
             raise BitstreamError(f"implausible source sample rate {sr!r}")
-        expected = StreamResampler(sr, int(codec.sample_rate or sr)).output_length(frames) if isinstance(frames, int) and frames > 0 else None
+        try:
+            resampler = StreamResampler(sr, int(codec.sample_rate or sr))
+        except ValueError as err:
+            raise BitstreamError(f"source sample rate: {err}") from None
+        expected = resampler.output_length(frames) if isinstance(frames, int) and frames > 0 else None
         if expected != shape[-1]:
             raise BitstreamError("source length does not match the coded signal")
         out.update(sample_rate=sr, frames=frames, channels=shape[1])

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
-from codec.entropy import FrequencyTable, decode_columns, encode_columns
+from codec.entropy import FrequencyTable, decode_columns, encode_columns, packed_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
@@ -638,6 +638,20 @@ class Codec(nn.Module):
         coding = "range" if all(t is not None for t in tables) else "packed"
         if header["coding"] != coding:
             raise BitstreamError(f"payload coding {header['coding']!r} does not match this model's ({coding!r})")
+        # A payload cannot hold more symbols than its bits allow, even at the most probable
+        # symbol's cost: a header that claims more is refused before anything is decoded or
+        # allocated, so output size stays proportional to file size.
+        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+        if coding == "range":
+            min_bits = sum(-math.log2(float(t.counts.max()) / float(t.counts.sum())) for t in tables if t is not None)
+        else:
+            min_bits = float(sum(packed_bits(k) for k in sizes))
+        stride = self.encoder.stride
+        for i, spans in enumerate(grid):
+            tile_shape = (1, shape[1], *(b - a for a, b in spans))
+            count = self.encoder.latent_batch(tile_shape) * math.prod(-(-n // stride) for n in tile_shape[2:])
+            if 8 * len(chunks[i]) + 64 < 0.9 * count * min_bits:
+                raise BitstreamError(f"payload of tile {i} is too short for the signal the header claims: the file is corrupt")
         sr = header.get("sample_rate")
         if self.modality == "audio" and sr != self.sample_rate:
             raise BitstreamError(f"file sample rate {sr!r} does not match the model's {self.sample_rate}")

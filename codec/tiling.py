@@ -26,6 +26,8 @@ from torch import Tensor
 
 __all__ = ["TileGrid", "StreamResampler"]
 
+MAX_RATIO_TERMS = 1 << 24  # bounds the resampling kernel to ~64 MiB
+
 
 @dataclass(frozen=True)
 class TileGrid:
@@ -114,6 +116,11 @@ class StreamResampler:
         g = math.gcd(int(from_rate), int(to_rate))
         self.from_rate, self.to_rate = int(from_rate), int(to_rate)
         self.up, self.down = self.to_rate // g, self.from_rate // g  # out / in samples per aligned unit
+        if self.up * self.down > MAX_RATIO_TERMS:  # the polyphase kernel holds up x down taps
+            raise ValueError(
+                f"cannot resample {from_rate} Hz <-> {to_rate} Hz: the exact ratio {self.up}/{self.down} "
+                "is too fine (resample the file to a common rate such as 48000, 44100 or 16000 Hz first)"
+            )
         self.block = max(1, round(block_seconds * from_rate / self.down)) * self.down
         # torchaudio's kernel spans ~6 zero crossings of the lower rate: 64 of them is ample context
         context = -(-64 * self.from_rate // min(self.from_rate, self.to_rate))

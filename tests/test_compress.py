@@ -51,8 +51,9 @@ def test_a_rate_target_is_a_promise_about_the_file(request_kbps):
 
 def test_tiny_input_is_written_at_the_lowest_point_with_a_warning():
     codec = audio_codec()
-    with pytest.warns(RateWarning, match="header alone"):
+    with pytest.warns(RateWarning) as caught:
         data = codec.compress(torch.rand(1, 1, 100) * 2 - 1, "1.5kbps")
+    assert "stepped down to n1" in str(caught[0].message) and "header alone" in str(caught[-1].message)
     assert codec.decompress(data)[1]["rate_point"] == "n1"
 
 
@@ -192,3 +193,19 @@ def test_header_fields_of_the_wrong_type_are_rejected(field, value):
     header[field] = value
     with pytest.raises(BitstreamError):
         codec.decompress(write_container(header, chunks))
+
+
+@pytest.mark.parametrize("coding", ["packed", "range"])
+def test_a_header_claiming_more_than_the_payload_holds_is_refused_before_decoding(coding):
+    """A 1 kB file must not make the decoder allocate gigabytes: the claimed length is checked against the payload."""
+    from codec.bitstream import write_container
+
+    codec = audio_codec()
+    if coding == "range":
+        codec.fit_entropy_tables([torch.rand(1, 1, 24000) * 2 - 1])
+    header, chunks = read_container(codec.compress(torch.rand(1, 1, 3000) * 2 - 1, "max"))
+    header["shape"] = [1, 2, 2**31]
+    header["tiles"] = {"size": [2**24], "overlap": [0]}
+    tiles = -(-(2**31) // 2**24)
+    with pytest.raises(BitstreamError, match="too short"):
+        codec.decompress(write_container(header, [chunks[0]] * tiles))

@@ -1,0 +1,176 @@
+"""vqcodec compress / decompress / info / rates / models / tokenize / detokenize on real files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_compress_and_decompress_one_file_each_way(model_dirs, media, tmp_path):
+    out = run("compress", media / "tone.wav", "-o", tmp_path / "t.vqc", "--rate", "3kbps", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    assert "compressed 1 file" in out.output
+    out = run("decompress", tmp_path / "t.vqc", "-o", tmp_path / "t.flac", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    info = sf.info(tmp_path / "t.flac")
+    assert (info.samplerate, info.channels, info.frames) == (44100, 2, 88200)
+    out = run("info", tmp_path / "t.vqc", "--json")
+    assert out.exit_code == 0
+    (entry,) = json.loads(out.output)
+    assert entry["model"]["name"] == "audio-test" and entry["real_rate"] <= 3.0 and entry["unit"] == "kbps"
+    assert entry["bytes"] == (tmp_path / "t.vqc").stat().st_size
+
+
+def test_folders_are_recursed_and_mirrored(model_dirs, media, tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name in ("photo.png", "deep.png", "sub/grey.jpg"):
+        (images / name).write_bytes((media / name).read_bytes())
+    out = run("compress", images, "-o", tmp_path / "c", "--rate", "max", "-m", model_dirs["image"])
+    assert out.exit_code == 0, out.output
+    assert files(tmp_path / "c") == ["deep.vqc", "photo.vqc", "sub/grey.vqc"]
+    assert "3 files" in out.output  # the summary's total row
+    out = run("decompress", tmp_path / "c", "-o", tmp_path / "d", "-m", model_dirs["image"])
+    assert out.exit_code == 0, out.output
+    assert files(tmp_path / "d") == ["deep.png", "photo.png", "sub/grey.png"]
+    assert Image.open(tmp_path / "d" / "sub" / "grey.png").size == (21, 30)
+
+
+def test_globs_and_default_output_beside_the_input(model_dirs, media):
+    out = run("compress", str(media / "*.png"), "--rate", "max", "-m", model_dirs["image"], "-q")
+    assert out.exit_code == 0, out.output
+    assert (media / "photo.vqc").is_file() and (media / "deep.vqc").is_file()
+    out = run("decompress", media / "photo.vqc", "-m", model_dirs["image"])  # photo.png exists: not overwritten
+    assert out.exit_code == 1 and "exists (use --force" in out.output
+    out = run("decompress", media / "photo.vqc", "-m", model_dirs["image"], "--force", "-q")
+    assert out.exit_code == 0
+
+
+def test_stdin_to_stdout(model_dirs, media):
+    out = run("compress", "-", "-o", "-", "--rate", "max", "-m", model_dirs["image"], "--modality", "image",
+              input=(media / "photo.png").read_bytes())
+    assert out.exit_code == 0
+    data = out.stdout_bytes
+    assert data[:4] == b"\x89VQC"
+    out = run("decompress", "-", "-o", "-", "--format", "png", "-m", model_dirs["image"], input=data)
+    assert out.exit_code == 0 and out.stdout_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_error(out, code, *fragments):
+    assert out.exit_code == code, out.output
+    assert "Traceback" not in out.output
+    for f in fragments:
+        assert f in " ".join(out.output.split()), out.output
+
+
+def test_bad_inputs_fail_cleanly_and_leave_nothing(model_dirs, media, tmp_path):
+    a, i = model_dirs["audio"], model_dirs["image"]
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1)), 16000)
+    nan = np.zeros((100, 1), np.float32)
+    nan[3] = np.inf
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    (tmp_path / "notes.txt").write_text("hello")
+    good = tmp_path / "good.vqc"
+    assert run("compress", media / "tone.wav", "-o", good, "--rate", "max", "-m", a).exit_code == 0
+    data = good.read_bytes()
+    (tmp_path / "trunc.vqc").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[-10] ^= 0x40
+    (tmp_path / "flip.vqc").write_bytes(bytes(flipped))
+    (tmp_path / "foreign.vqc").write_bytes(b"%PDF-1.4 not ours")
+    before = set(files(tmp_path))
+    cases = [
+        (["compress", tmp_path / "missing.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "no such file"),
+        (["compress", tmp_path / "notes.txt", "-o", tmp_path / "o.vqc", "--rate", "max"], "unsupported file type"),
+        (["compress", tmp_path / "empty.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "empty audio"),
+        (["compress", tmp_path / "nan.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "NaN or infinite"),
+        (["compress", media / "tone.wav", "-o", tmp_path / "o.vqc", "--rate", "0.2kbps", "-m", a], "below the lowest rate"),
+        (["compress", media / "tone.wav", "-o", tmp_path / "o.vqc", "--rate", "0.1bpp", "-m", a], "rate in bpp"),
+        (["compress", media / "tone.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", i], "is an image model"),
+        (["compress", media / "tone.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", tmp_path / "nomodel"], "no model named"),
+        (["decompress", tmp_path / "trunc.vqc", "-o", tmp_path / "o.wav", "-m", a], "truncated"),
+        (["decompress", tmp_path / "flip.vqc", "-o", tmp_path / "o.wav", "-m", a], "checksum mismatch"),
+        (["decompress", tmp_path / "foreign.vqc", "-o", tmp_path / "o.wav", "-m", a], "not a .vqc file"),
+        (["decompress", good, "-o", tmp_path / "o.png", "-m", i], "cannot be decoded by this image model"),
+        (["decompress", good, "-o", tmp_path / "o.wav"], "not installed here"),
+        (["decompress", good, "-o", tmp_path / "o.xyz", "-m", a], "cannot write audio format"),
+        (["info", tmp_path / "foreign.vqc"], "not a .vqc file"),
+    ]
+    for args, fragment in cases:
+        _assert_error(run(*args), 1, fragment)
+    assert set(files(tmp_path)) == before  # no partial or stray outputs, inputs untouched
+    assert good.read_bytes() == data
+
+
+def test_existing_outputs_are_kept_unless_forced(model_dirs, media, tmp_path):
+    target = tmp_path / "t.vqc"
+    target.write_bytes(b"precious")
+    out = run("compress", media / "tone.wav", "-o", target, "--rate", "max", "-m", model_dirs["audio"])
+    _assert_error(out, 1, "exists (use --force")
+    assert target.read_bytes() == b"precious"
+    assert run("compress", media / "tone.wav", "-o", target, "--rate", "max", "-m", model_dirs["audio"], "--force").exit_code == 0
+    assert target.read_bytes()[:4] == b"\x89VQC"
+
+
+def test_one_bad_file_does_not_stop_the_batch(model_dirs, media, tmp_path):
+    (media / "broken.png").write_bytes(b"\x89PNG garbage")
+    out = run("compress", media, "-o", tmp_path / "c", "--rate", "max", "-m", model_dirs["image"])
+    assert out.exit_code == 1
+    assert "broken.png" in out.output and "not an image" in out.output
+    assert files(tmp_path / "c") == ["deep.vqc", "photo.vqc", "sub/grey.vqc"]  # audio files are reported too
+    assert "tone.wav" in out.output and "is an image model" in " ".join(out.output.split())
+
+
+def test_debug_shows_the_traceback(model_dirs, tmp_path):
+    (tmp_path / "bad.vqc").write_bytes(b"nope")
+    out = run("decompress", tmp_path / "bad.vqc", "-o", tmp_path / "x.wav", "-m", model_dirs["audio"], "--debug")
+    assert out.exit_code != 0 and out.exception is not None
+
+
+def test_rates_models_and_json(model_dirs, monkeypatch, tmp_path):
+    out = run("rates", "-m", model_dirs["audio"], "--json")
+    assert out.exit_code == 0
+    (entry,) = json.loads(out.output)
+    assert [p["name"] for p in entry["points"]] == ["n1", "n2", "n3", "n4"]
+    assert entry["points"][0]["nominal"] == pytest.approx(75 * 6 / 1000)
+    monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "none")
+    assert "no models installed" in run("models").output
+    monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
+    names = {m["name"] for m in json.loads(run("models", "--json").output)}
+    assert names == {"audio-test", "image-test"}
+    _assert_error(run("rates"), 1, "no bundled default models")
+
+
+def test_tokenize_and_detokenize(model_dirs, media, tmp_path):
+    toks = tmp_path / "codes.safetensors"
+    out = run("tokenize", media / "tone.wav", media / "sub" / "phone.flac", "-o", toks, "--rate", "n2", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    from safetensors import safe_open
+
+    with safe_open(str(toks), "pt") as f:
+        shapes = {k: tuple(f.get_tensor(k).shape) for k in f.keys()}
+        meta = json.loads(f.metadata()["vqcodec"])
+    assert shapes == {"tone.wav": (2, 2, 150), "phone.flac": (1, 2, 75)}
+    assert meta["tone.wav"]["rate_point"] == "n2" and meta["phone.flac"]["source"]["sample_rate"] == 8000
+    out = run("detokenize", toks, "-o", tmp_path / "back", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    assert sf.info(tmp_path / "back" / "phone.wav").frames == 8000
+    assert sf.info(tmp_path / "back" / "tone.wav").channels == 2
+    _assert_error(run("tokenize", media / "tone.wav", "-o", toks, "-m", model_dirs["audio"]), 1, "exists")
+    _assert_error(run("detokenize", media / "tone.wav", "-o", tmp_path / "x"), 1, "not a safetensors file")

@@ -1,0 +1,112 @@
+"""The file-level library API: codec.load_model / compress_signal / decompress / files / tokens."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import codec
+from codec.bitstream import BitstreamError
+from codec.entropy import decode_columns
+from codec.files import compress_file, decompress_file, tokenize_file
+from codec.hub import ModelNotFound, list_models
+from codec.io import InputError
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_codec_golden_file_decodes_to_pinned_codes():
+    # A change here is a format change: bump the .vqc version and add new golden files
+    # (tests/golden/make_codec_golden.py), keeping the old ones decodable.
+    model = codec.load_model(GOLDEN / "tiny_audio_model")
+    data = (GOLDEN / "tiny_audio_v1.vqc").read_bytes()
+    parsed = model.read_header(data)
+    assert parsed.header["rate_point"] == "n2" and parsed.header["coding"] == "range"
+    assert parsed.header["source"]["sample_rate"] == 44100 and len(parsed.chunks) == 2
+    sizes = model.quantizer.alphabet_sizes(**parsed.point.kwargs)
+    codes = [decode_columns(parsed.chunks[i], 2 * -(-(b - a) // 320), sizes, parsed.tables) for i, ((a, b),) in enumerate(parsed.grid)]
+    assert np.array_equal(np.concatenate(codes), np.load(GOLDEN / "tiny_audio_v1_codes.npy"))
+    signal, info = codec.decompress(data, model=model)
+    assert signal.shape == (2, 44100) and info["sample_rate"] == 44100 and torch.isfinite(signal).all()
+
+
+@pytest.mark.parametrize("sample_rate,channels,frames", [(44100, 2, 44100), (8000, 1, 12345), (24000, 1, 1), (48000, 2, 30000)])
+def test_audio_signals_come_back_at_their_rate_length_and_channels(model_dirs, sample_rate, channels, frames):
+    model = codec.load_model(model_dirs["audio"])
+    wav = torch.rand(channels, frames) - 0.5
+    out = codec.compress_signal(wav, rate="max", model=model, sample_rate=sample_rate)
+    y, info = codec.decompress(out.data, model=model)
+    assert y.shape == (channels, frames) and info["sample_rate"] == sample_rate
+    assert info["rate_point"] == out.point.name and out.real_rate == pytest.approx(8 * len(out.data) / 1000 / (frames / sample_rate))
+
+
+def test_decompress_finds_the_model_from_the_header(model_dirs, monkeypatch):
+    model = codec.load_model(model_dirs["audio"])
+    data = codec.compress_signal(torch.rand(1, 5000) - 0.5, rate="n2", model=model, sample_rate=24000).data
+    with pytest.raises(BitstreamError, match="not installed here"):
+        codec.decompress(data)
+    monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
+    assert {"audio-test", "image-test"} <= {m.name for m in list_models()}
+    y, info = codec.decompress(data)
+    assert y.shape == (1, 5000) and info["model"]["name"] == "audio-test"
+    with pytest.raises(ModelNotFound, match="audio-test"):
+        codec.load_model("no-such-model")
+
+
+def test_a_file_from_other_weights_is_refused(model_dirs, tmp_path):
+    model = codec.load_model(model_dirs["audio"])
+    data = codec.compress_signal(torch.rand(1, 5000) - 0.5, rate="max", model=model, sample_rate=24000).data
+    other = codec.Codec.load(model_dirs["audio"])
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    other.save(tmp_path / "other", name="audio-test")
+    with pytest.raises(BitstreamError, match="another model"):
+        codec.decompress(data, model=tmp_path / "other")
+
+
+def test_images_keep_size_mode_and_depth(model_dirs, media, tmp_path):
+    for name, mode in (("photo.png", "RGB"), ("sub/grey.jpg", "L"), ("deep.png", "I;16")):
+        src = media / name
+        report, data = compress_file(src, tmp_path / "x.vqc", rate="max", model=model_dirs["image"], force=True)
+        assert report.rate_point == "n2" and report.pixels and report.real_rate == pytest.approx(8 * len(data) / report.pixels)
+        decompress_file(tmp_path / "x.vqc", tmp_path / "y.png", model=model_dirs["image"], force=True)
+        a, b = Image.open(src), Image.open(tmp_path / "y.png")
+        assert b.size == a.size and b.mode == mode
+
+
+def test_audio_files_keep_rate_length_channels_and_sample_format(model_dirs, media, tmp_path):
+    for name in ("tone.wav", "sub/phone.flac"):
+        src = media / name
+        compress_file(src, tmp_path / "a.vqc", rate="3kbps", model=model_dirs["audio"], force=True)
+        out = tmp_path / ("b" + src.suffix)
+        decompress_file(tmp_path / "a.vqc", out, model=model_dirs["audio"], force=True)
+        a, b = sf.info(src), sf.info(out)
+        assert (b.samplerate, b.channels, b.frames, b.subtype) == (a.samplerate, a.channels, a.frames, a.subtype)
+
+
+def test_tokens_round_trip_through_the_library(model_dirs, media):
+    tokens, source, model = tokenize_file(media / "tone.wav", rate="n3", model=model_dirs["audio"])
+    assert tokens.codes.shape == (2, 3, 150) and tokens.codes.dtype == torch.int64  # 2 s at 75 frames/s
+    y = codec.detokenize(tokens, model, source)
+    assert y.shape == (2, 88200)
+    tokens, source, model = tokenize_file(media / "photo.png", rate="max", model=model_dirs["image"])
+    assert tokens.codes.shape == (2, 10, 14)  # (levels, ceil(37/4), ceil(53/4))
+    assert codec.detokenize(tokens, model, source).shape == (3, 37, 53)
+    bad = tokens.codes.clone()
+    bad[0, 0, 0] = 99
+    with pytest.raises(ValueError, match="out of range"):
+        model.detokenize(type(tokens)(codes=bad, point=tokens.point, shape=tokens.shape, tiles=tokens.tiles))
+
+
+def test_modality_mismatch_and_missing_inputs(model_dirs, media, tmp_path, monkeypatch):
+    monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "no-bundled-models")
+    with pytest.raises(InputError, match="cannot be coded by the image model"):
+        compress_file(media / "tone.wav", tmp_path / "x.vqc", rate="max", model=model_dirs["image"])
+    with pytest.raises(InputError, match="no such file"):
+        compress_file(tmp_path / "none.wav", tmp_path / "x.vqc", rate="max", model=model_dirs["audio"])
+    with pytest.raises(ModelNotFound, match="no bundled audio model"):
+        compress_file(media / "tone.wav", tmp_path / "x.vqc", rate="max")
+    assert not (tmp_path / "x.vqc").exists()
