@@ -171,7 +171,7 @@ def compress(
     alpha: Alpha = typer.Option(Alpha.refuse, help="Images with transparency: refuse, drop the alpha channel, or flatten over white."),
     chunk_seconds: Optional[float] = typer.Option(None, min=0.05, help="Audio: seconds per independently coded chunk (default 10)."),
     tile: Optional[int] = typer.Option(None, min=8, help="Images: tile side in pixels for large images (default 768)."),
-    batch_size: int = typer.Option(8, min=1, help="Chunks/tiles of equal size encoded per network pass (GPU throughput)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Chunks/tiles of equal size encoded per network pass; default 8 on CUDA (throughput), 1 on CPU (memory)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     debug: bool = typer.Option(False, help=DEBUG_HELP),
@@ -182,6 +182,7 @@ def compress(
     from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 
     dev = _device(device)
+    batch_size = batch_size or (8 if dev == "cuda" else 1)
     items, many = _guard(debug, expand_inputs, inputs, IMAGE_SUFFIXES + AUDIO_SUFFIXES)
     _guard(debug, plan_outputs, items, output, many, lambda item: ".vqc")
     fixed = None

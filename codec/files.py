@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ from codec.io import (
     InputError,
     from_model_channels,
     modality_of,
+    open_audio,
     read_audio,
     read_image,
     to_model_channels,
@@ -45,6 +46,7 @@ from codec.tiling import StreamResampler
 __all__ = [
     "FileReport",
     "compress_signal",
+    "compress_blocks",
     "compress_file",
     "decompress",
     "decompress_file",
@@ -110,14 +112,47 @@ def compress_signal(
         wav = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
         if wav.shape[-1] < 1:
             raise InputError("empty audio (no samples)")
-        source = {"sample_rate": int(sample_rate), "channels": int(wav.shape[0]), "frames": int(wav.shape[-1]), **(source or {})}
-        model_rate = int(codec.sample_rate or sample_rate)
-        signal = StreamResampler(int(sample_rate), model_rate)(wav.float())[None]
-        return codec.compress_detailed(signal, rate, metadata=source, tile=tile, overlap=overlap)
+        source = {**(source or {}), "sample_rate": int(sample_rate), "channels": int(wav.shape[0]), "frames": int(wav.shape[-1])}
+        step = max(1, int(sample_rate) * 10)
+        return compress_blocks(wav.split(step, dim=-1), source, rate=rate, model=codec, tile=tile, overlap=overlap)
     img = x if x.dim() == 4 else x[None]
     source = {"mode": "L" if img.shape[1] == 1 else "RGB", "bit_depth": 8, **(source or {})}
     img = to_model_channels(img.float(), int(getattr(codec.encoder, "in_channels", img.shape[1])))
     return codec.compress_detailed(img, rate, metadata=source, tile=tile, overlap=overlap)
+
+
+def compress_blocks(
+    blocks: Iterable[Tensor],
+    source: dict[str, Any],
+    *,
+    rate: str,
+    model: str | Path | Codec | None = None,
+    device: str = "cpu",
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> Compressed:
+    """Audio arriving as blocks ``(C, n)`` at ``source["sample_rate"]`` -> a ``.vqc`` file.
+
+    Resampled to the model's rate block by block and encoded chunk by chunk: memory does not
+    grow with the duration. ``source`` (sample rate, channels, and the rest of the source
+    record) is stored in the header after the last block, so ``frames`` may be filled in late.
+    """
+    codec = _model(model, "audio", device)
+    if codec.modality != "audio":
+        raise InputError(f"an audio input cannot be coded by the {codec.modality} model {codec.name or ''}".strip())
+    resampler = StreamResampler(int(source["sample_rate"]), int(codec.sample_rate or source["sample_rate"]))
+    channels = int(source["channels"])
+
+    def resampled() -> Iterator[Tensor]:
+        for block in blocks:
+            y = resampler.feed(block.reshape(channels, -1).float())
+            if y.shape[-1]:
+                yield y
+        y = resampler.flush()
+        if y.shape[-1]:
+            yield y
+
+    return codec.compress_stream(resampled(), channels, rate, metadata=source, tile=tile, overlap=overlap)
 
 
 def read_vqc_header(data: bytes) -> dict[str, Any]:
@@ -237,9 +272,8 @@ def compress_file(
     src = data if data is not None else input
     size_in = len(data) if data is not None else Path(input).stat().st_size if Path(input).is_file() else 0
     if modality == "audio":
-        wav, meta = read_audio(src)
-        out = compress_signal(wav, rate=rate, model=model, modality="audio", sample_rate=meta["sample_rate"],
-                              source=meta, device=device, tile=tile, overlap=overlap)
+        meta, blocks = open_audio(src)
+        out = compress_blocks(blocks, meta, rate=rate, model=model, device=device, tile=tile, overlap=overlap)
         units = {"duration_s": meta["frames"] / meta["sample_rate"]}
     else:
         img, meta = read_image(src, alpha=alpha)

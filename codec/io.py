@@ -41,6 +41,7 @@ __all__ = [
     "read_image",
     "write_image",
     "read_audio",
+    "open_audio",
     "write_audio",
     "to_model_channels",
     "from_model_channels",
@@ -250,6 +251,59 @@ def read_audio(path: str | Path | bytes) -> tuple[Tensor, dict[str, Any]]:
     if not np.isfinite(data).all():
         raise InputError(f"{name}: the audio contains NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), meta
+
+
+def open_audio(path: str | Path | bytes, block_seconds: float = 10.0) -> tuple[dict[str, Any], Iterator[Tensor]]:
+    """An audio file as ``(metadata, blocks)``: float32 ``(C, n)`` blocks read one at a time.
+
+    Memory holds one block, whatever the file's length. The metadata is that of
+    :func:`read_audio`; its ``frames`` is corrected to the true count once the blocks are
+    exhausted (MP3 and some OGG files only report an estimate). A NaN/inf block raises
+    :class:`InputError`, as does a file with no samples.
+    """
+    import soundfile as sf
+
+    name = _name(path)
+    src = _source(path)
+    try:
+        f = sf.SoundFile(src)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise InputError(f"{name}: not an audio file libsndfile can read ({err})") from None
+    meta = {"sample_rate": int(f.samplerate), "channels": int(f.channels), "frames": int(f.frames),
+            "format": str(f.format), "subtype": str(f.subtype)}
+    problem = None
+    if meta["channels"] < 1 or meta["frames"] < 1:
+        problem = "empty audio (no samples)"
+    elif meta["frames"] * meta["channels"] > MAX_AUDIO_SAMPLES:
+        problem = f"{meta['frames']} x {meta['channels']} samples exceeds the limit"
+    elif not 1 <= meta["sample_rate"] <= 1_000_000:
+        problem = f"implausible sample rate {meta['sample_rate']}"
+    if problem:
+        f.close()
+        raise InputError(f"{name}: {problem}")
+    block = max(1, int(block_seconds * meta["sample_rate"]))
+
+    def blocks() -> Iterator[Tensor]:
+        frames = 0
+        with f:
+            while True:
+                try:
+                    data = f.read(block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+                    raise InputError(f"{name}: unreadable audio data ({err})") from None
+                if not data.shape[0]:
+                    break
+                if not np.isfinite(data).all():
+                    raise InputError(f"{name}: the audio contains NaN or infinite samples")
+                frames += data.shape[0]
+                if frames * meta["channels"] > MAX_AUDIO_SAMPLES:
+                    raise InputError(f"{name}: more samples than the limit")
+                yield torch.from_numpy(np.ascontiguousarray(data.T))
+        if frames == 0:
+            raise InputError(f"{name}: empty audio (no samples)")
+        meta["frames"] = frames
+
+    return meta, blocks()
 
 
 def _audio_format(path: Path, format: str | None, subtype: str | None) -> tuple[str, str | None]:

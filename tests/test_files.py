@@ -22,13 +22,14 @@ def test_codec_golden_file_decodes_to_pinned_codes():
     # A change here is a format change: bump the .vqc version and add new golden files
     # (tests/golden/make_codec_golden.py), keeping the old ones decodable.
     model = codec.load_model(GOLDEN / "tiny_audio_model")
-    data = (GOLDEN / "tiny_audio_v1.vqc").read_bytes()
+    data = (GOLDEN / "codec_v2.vqc").read_bytes()
+    assert data[:5] == b"\x89VQC\x02"
     parsed = model.read_header(data)
     assert parsed.header["rate_point"] == "n2" and parsed.header["coding"] == "range"
     assert parsed.header["source"]["sample_rate"] == 44100 and len(parsed.chunks) == 2
     sizes = model.quantizer.alphabet_sizes(**parsed.point.kwargs)
     codes = [decode_columns(parsed.chunks[i], 2 * -(-(b - a) // 320), sizes, parsed.tables) for i, ((a, b),) in enumerate(parsed.grid)]
-    assert np.array_equal(np.concatenate(codes), np.load(GOLDEN / "tiny_audio_v1_codes.npy"))
+    assert np.array_equal(np.concatenate(codes), np.load(GOLDEN / "codec_v2_codes.npy"))
     signal, info = codec.decompress(data, model=model)
     assert signal.shape == (2, 44100) and info["sample_rate"] == 44100 and torch.isfinite(signal).all()
 

@@ -1,8 +1,8 @@
 """Writes the codec-level golden files (run once per format version; never to "fix" a test).
 
 ``tiny_audio_model/``: a small untrained audio model with entropy tables;
-``tiny_audio_v1.vqc``: a two-chunk, range-coded stereo file made by it (44.1 kHz source);
-``tiny_audio_v1_codes.npy``: the code indices its payload holds (tile-major, then levels).
+``codec_v2.vqc``: a two-chunk, range-coded stereo file made by it (44.1 kHz source), container version 2;
+``codec_v2_codes.npy``: the code indices its payload holds (tile-major, then levels).
 """
 
 from pathlib import Path
@@ -29,14 +29,14 @@ def main() -> None:
     wav = torch.stack([torch.sin(2 * torch.pi * 330 * t), torch.sin(2 * torch.pi * 550 * t)]) * 0.4
     out = compress_signal(wav, rate="max", model=model, sample_rate=44100, source={"format": "WAV", "subtype": "PCM_16"},
                           tile=16000, overlap=1280)
-    (HERE / "tiny_audio_v1.vqc").write_bytes(out.data)
+    (HERE / "codec_v2.vqc").write_bytes(out.data)
     parsed = model.read_header(out.data)
     sizes = model.quantizer.alphabet_sizes(**parsed.point.kwargs)
     codes = []
     for i, spans in enumerate(parsed.grid):
         n = 2 * -(-(spans[0][1] - spans[0][0]) // model.encoder.stride)
         codes.append(decode_columns(parsed.chunks[i], n, sizes, parsed.tables))
-    np.save(HERE / "tiny_audio_v1_codes.npy", np.concatenate(codes))
+    np.save(HERE / "codec_v2_codes.npy", np.concatenate(codes))
 
 
 if __name__ == "__main__":
