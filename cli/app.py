@@ -77,8 +77,11 @@ def _guard(debug: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__, 1)
 
 
+DEVICE = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda.")
+FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output files.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
-DEBUG_HELP = "Show tracebacks instead of one-line errors."
+DEBUG = typer.Option(False, help="Show tracebacks instead of one-line errors.")
 
 
 def _version(value: bool) -> None:
@@ -167,14 +170,14 @@ def compress(
     rate: str = typer.Option(..., "--rate", "-r", help="Rate point name, max, min, or a target such as 6kbps, 1.5kbps, 0.05bpp."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     modality: Optional[Modality] = typer.Option(None, help="image or audio; default: from the file suffix (or the model)."),
-    device: Device = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."),
+    device: Device = DEVICE,
     alpha: Alpha = typer.Option(Alpha.refuse, help="Images with transparency: refuse, drop the alpha channel, or flatten over white."),
     chunk_seconds: Optional[float] = typer.Option(None, min=0.05, help="Audio: seconds per independently coded chunk (default 10)."),
     tile: Optional[int] = typer.Option(None, min=8, help="Images: tile side in pixels for large images (default 768)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Chunks/tiles of equal size encoded per network pass; default 8 on CUDA (throughput), 1 on CPU (memory)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    debug: bool = DEBUG,
 ) -> None:
     """Compress images or audio into .vqc files at a chosen rate."""
     from codec.files import compress_file
@@ -246,10 +249,10 @@ def decompress(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several); - writes standard output (needs --format). Default: beside each input."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or folder; default: the model named in each file (its weights hash must match)."),
     format: Optional[str] = typer.Option(None, "--format", help="Output format (wav, flac, ogg, png, jpeg, webp, tiff...); default: -o's suffix, else the source's audio format or PNG."),
-    device: Device = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    device: Device = DEVICE,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    debug: bool = DEBUG,
 ) -> None:
     """Decode .vqc files back to images or audio in their original size, rate and format."""
     import tempfile
@@ -310,7 +313,7 @@ def _file_info(path: str) -> dict[str, Any]:
 def info(
     files: List[str] = typer.Argument(..., help=".vqc files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per file, in a list)."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    debug: bool = DEBUG,
 ) -> None:
     """Show a .vqc file's header: model, rate point, real rate, original format."""
     results, failures = [], 0
@@ -370,7 +373,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 def rates(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or folder; default: every bundled default model."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    debug: bool = DEBUG,
 ) -> None:
     """The operating points of a model: bits per token, nominal and measured rate."""
     from codec.hub import list_models, load_model
@@ -411,11 +414,11 @@ def tokenize(
     rate: str = typer.Option("max", "--rate", "-r", help="Rate point name, max, min, or a target rate."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     modality: Optional[Modality] = typer.Option(None, help="image or audio; default: from the file suffix."),
-    device: Device = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."),
+    device: Device = DEVICE,
     alpha: Alpha = typer.Option(Alpha.refuse, help="Images with transparency: refuse, drop or flatten."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    debug: bool = DEBUG,
 ) -> None:
     """Write the code indices of each input into one safetensors file (for language-model work).
 
@@ -468,10 +471,10 @@ def detokenize(
     output: str = typer.Option(..., "-o", "--output", help="Output folder (one file per key)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or folder; default: the model named in the file."),
     format: Optional[str] = typer.Option(None, "--format", help="Output format; default: wav for audio, png for images."),
-    device: Device = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    debug: bool = typer.Option(False, help=DEBUG_HELP),
+    device: Device = DEVICE,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    debug: bool = DEBUG,
 ) -> None:
     """Decode the code tensors of a tokens file back to audio or images."""
     from codec.files import detokenize as restore

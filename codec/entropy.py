@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "packed_bits"]
+__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "encode_tile", "decode_tile", "packed_bits", "PACKED", "RANGE"]
 
 MAX_SYMBOLS = 1 << 28  # a hard bound on symbols in one call, checked before allocating
 
@@ -212,3 +212,39 @@ def decode_columns(
         if count and (out[:, c].min() < 0 or out[:, c].max() >= k):
             raise ValueError("decoded symbols out of range: corrupt payload")
     return out
+
+
+PACKED, RANGE = 0, 1  # the tag byte that starts a tile's payload
+
+
+def encode_tile(columns: np.ndarray | Tensor, sizes: list[int], tables: list[FrequencyTable] | None = None) -> bytes:
+    """One tile's payload: a tag byte, then its columns range-coded or bit-packed, whichever is smaller.
+
+    Range coding wins on data like the tables' training data; on data far from it (a rare
+    code can cost more than ``log2 K`` bits), bit packing caps the payload at the nominal
+    bits, so a tile never costs more than ``ceil(count * sum(log2 K) / 8) + 1`` bytes.
+    """
+    packed = bytes([PACKED]) + encode_columns(columns, sizes, None)
+    if tables is None:
+        return packed
+    ranged = bytes([RANGE]) + encode_columns(columns, sizes, tables)
+    return ranged if len(ranged) <= len(packed) else packed
+
+
+def decode_tile(data: bytes, count: int, sizes: list[int], tables: list[FrequencyTable] | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_tile` -> ``(count, len(sizes))`` int64; ``ValueError`` if corrupt."""
+    if not data:
+        raise ValueError("empty tile payload")
+    tag, body = data[0], data[1:]
+    if tag == PACKED:
+        return decode_columns(body, count, sizes, None)
+    if tag == RANGE and tables is not None:
+        return decode_columns(body, count, sizes, tables)
+    raise ValueError(f"unknown payload coding tag {tag}")
+
+
+def min_tile_bits(data: bytes, sizes: list[int], tables: list[FrequencyTable] | None) -> float:
+    """Fewest bits per position a tile's payload can spend (used to bound what a header may claim)."""
+    if data and data[0] == RANGE and tables is not None:
+        return sum(-math.log2(float(t.counts.max()) / float(t.counts.sum())) for t in tables)
+    return float(sum(packed_bits(k) for k in sizes))

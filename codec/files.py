@@ -50,6 +50,7 @@ __all__ = [
     "compress_file",
     "decompress",
     "decompress_file",
+    "decompress_blocks",
     "model_for",
     "read_vqc_header",
     "tokenize_file",

@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
-from codec.entropy import FrequencyTable, decode_columns, encode_columns, packed_bits
+from codec.entropy import FrequencyTable, decode_tile, encode_tile, min_tile_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
@@ -657,7 +656,7 @@ class Codec(nn.Module):
         chunks = []
         for tok, spatial, info in tokens:
             codes = self._quantize(tok, spatial, info, point).codes
-            chunks.append(encode_columns(codes.reshape(-1, len(sizes)).cpu(), sizes, use))
+            chunks.append(encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use))
         header: dict[str, Any] = {
             "modality": self.modality,
             "model": {"name": self.name, "sha256": self.weights_sha256()},
@@ -720,15 +719,12 @@ class Codec(nn.Module):
         # symbol's cost: a header that claims more is refused before anything is decoded or
         # allocated, so output size stays proportional to file size.
         sizes = self.quantizer.alphabet_sizes(**point.kwargs)
-        if coding == "range":
-            min_bits = sum(-math.log2(float(t.counts.max()) / float(t.counts.sum())) for t in tables if t is not None)
-        else:
-            min_bits = float(sum(packed_bits(k) for k in sizes))
+        usable = [t for t in tables if t is not None] if coding == "range" else None
         stride = self.encoder.stride
         for i, spans in enumerate(grid):
             tile_shape = (1, shape[1], *(b - a for a, b in spans))
             count = self.encoder.latent_batch(tile_shape) * math.prod(-(-n // stride) for n in tile_shape[2:])
-            if 8 * len(chunks[i]) + 64 < 0.9 * count * min_bits:
+            if 8 * len(chunks[i]) + 64 < 0.9 * count * min_tile_bits(chunks[i], sizes, usable):
                 raise BitstreamError(f"payload of tile {i} is too short for the signal the header claims: the file is corrupt")
         sr = header.get("sample_rate")
         if self.modality == "audio" and sr != self.sample_rate:
@@ -746,7 +742,7 @@ class Codec(nn.Module):
         sizes = self.quantizer.alphabet_sizes(**parsed.point.kwargs)
         grid_shape = [self.encoder.latent_batch(tile_shape), *(p // stride for p in padded)]
         try:
-            flat = decode_columns(parsed.chunks[index], math.prod(grid_shape), sizes, parsed.tables)
+            flat = decode_tile(parsed.chunks[index], math.prod(grid_shape), sizes, parsed.tables)
         except ValueError as err:
             raise BitstreamError(f"payload of tile {index}: {err}") from None
         codes = torch.from_numpy(flat).reshape(*grid_shape, *([len(sizes)] if parsed.level_axis else []))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import codec
-from codec.entropy import decode_columns
+from codec.entropy import decode_tile
 
 pytestmark = pytest.mark.gpu
 
@@ -17,7 +17,7 @@ def _file_codes(model, data):
     for i, spans in enumerate(parsed.grid):
         shape = (1, parsed.shape[1], *(b - a for a, b in spans))
         n = model.encoder.latent_batch(shape) * int(np.prod([-(-s // model.encoder.stride) for s in shape[2:]]))
-        out.append(decode_columns(parsed.chunks[i], n, sizes, parsed.tables))
+        out.append(decode_tile(parsed.chunks[i], n, sizes, parsed.tables))
     return np.concatenate(out)
 
 

@@ -67,3 +67,22 @@ def test_corrupt_range_coded_payloads_fail_cleanly_or_decode_in_range():
         except ValueError:
             continue
         assert out.shape == (2000,) and out.min() >= 0 and out.max() < 16
+
+
+def test_a_tile_never_costs_more_than_its_nominal_bits():
+    """Codes the tables call rare would cost more than log2 K bits each: the tile falls back to packing."""
+    from codec.entropy import PACKED, RANGE, decode_tile, encode_tile
+
+    rng = np.random.default_rng(0)
+    sizes = [256, 256]
+    skewed = FrequencyTable(np.array([10_000] + [1] * 255))
+    typical = np.zeros((500, 2), dtype=np.int64)
+    rare = rng.integers(1, 256, (500, 2))
+    for cols, tag in ((typical, RANGE), (rare, PACKED)):
+        data = encode_tile(cols, sizes, [skewed, skewed])
+        assert data[0] == tag and len(data) <= 1 + (500 * 16 + 7) // 8
+        assert np.array_equal(decode_tile(data, 500, sizes, [skewed, skewed]), cols)
+    with pytest.raises(ValueError, match="tag"):
+        decode_tile(bytes([RANGE]) + b"\0" * 8, 500, sizes, None)  # range-coded, but no tables
+    with pytest.raises(ValueError, match="empty"):
+        decode_tile(b"", 1, sizes)

@@ -10,7 +10,7 @@ from PIL import Image
 
 import codec
 from codec.bitstream import BitstreamError
-from codec.entropy import decode_columns
+from codec.entropy import decode_tile
 from codec.files import compress_file, decompress_file, tokenize_file
 from codec.hub import ModelNotFound, list_models
 from codec.io import InputError
@@ -28,7 +28,7 @@ def test_codec_golden_file_decodes_to_pinned_codes():
     assert parsed.header["rate_point"] == "n2" and parsed.header["coding"] == "range"
     assert parsed.header["source"]["sample_rate"] == 44100 and len(parsed.chunks) == 2
     sizes = model.quantizer.alphabet_sizes(**parsed.point.kwargs)
-    codes = [decode_columns(parsed.chunks[i], 2 * -(-(b - a) // 320), sizes, parsed.tables) for i, ((a, b),) in enumerate(parsed.grid)]
+    codes = [decode_tile(parsed.chunks[i], 2 * -(-(b - a) // 320), sizes, parsed.tables) for i, ((a, b),) in enumerate(parsed.grid)]
     assert np.array_equal(np.concatenate(codes), np.load(GOLDEN / "codec_v2_codes.npy"))
     signal, info = codec.decompress(data, model=model)
     assert signal.shape == (2, 44100) and info["sample_rate"] == 44100 and torch.isfinite(signal).all()

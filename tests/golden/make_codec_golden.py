@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.entropy import decode_columns
+from codec.entropy import decode_tile
 from codec.files import compress_signal
 from codec.model import Codec
 
@@ -35,7 +35,7 @@ def main() -> None:
     codes = []
     for i, spans in enumerate(parsed.grid):
         n = 2 * -(-(spans[0][1] - spans[0][0]) // model.encoder.stride)
-        codes.append(decode_columns(parsed.chunks[i], n, sizes, parsed.tables))
+        codes.append(decode_tile(parsed.chunks[i], n, sizes, parsed.tables))
     np.save(HERE / "codec_v2_codes.npy", np.concatenate(codes))
 
 
