@@ -30,6 +30,8 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/quantizers.py --json bench/results/quantizers.json
+	$(PY) bench/fuzz_bitstream.py --cases 10000
+	$(PY) bench/long_audio.py --minutes 60 --json bench/results/long_audio_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
