@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-gpu bench clean
+.PHONY: install tools demo test test-slow test-gpu bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Command-line codecs that `vqcodec eval` compares against (Debian packages). Without root
+# privileges this only says what is missing; eval reports missing tools and skips them.
+tools:
+	@if command -v opusenc >/dev/null && command -v c2enc >/dev/null; then true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -qq opus-tools codec2 >/dev/null || (apt-get update -qq && apt-get install -y -qq opus-tools codec2 >/dev/null) || echo "could not install opus-tools/codec2: eval skips those baselines"; \
+	else echo "opus-tools/codec2 missing (apt-get install opus-tools codec2): eval skips those baselines"; fi
+
 # The main job. Until the codecs and bundled models land, it runs the quantizer benchmark on CPU.
 demo: $(STAMP)
 	$(PY) bench/quantizers.py --quick --device cpu --json bench/results/quantizers-quick.json
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest
 
 test-slow: $(STAMP)

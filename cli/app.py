@@ -533,6 +533,55 @@ def _read_tokens(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return tensors, meta
 
 
+@app.command(name="eval")
+def evaluate(
+    folder: Path = typer.Argument(..., help="Folder of images or audio files (recursed)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder: results.csv, summary.md, rd.png."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    modality: Optional[Modality] = typer.Option(None, help="image or audio; default: the model's, else the folder's files."),
+    rates: Optional[str] = typer.Option(None, help="Comma-separated rates (point names or targets); default: every rate point."),
+    baselines: Optional[str] = typer.Option(None, help="Comma-separated: jpeg,webp,avif (images) or opus,codec2 (audio); default: all of the modality; 'none' for none."),
+    device: Device = DEVICE,
+    debug: bool = DEBUG,
+) -> None:
+    """Rate-distortion of a model on a folder, against JPEG/WebP/AVIF or Opus/Codec2, at real file sizes."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from codec.evaluate import AUDIO_BASELINES, IMAGE_BASELINES, evaluate_audio, evaluate_images, missing_tools, write_report
+    from codec.hub import default_model_name, load_model
+    from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+
+    dev = _device(device)
+    if not folder.is_dir():
+        _fail(f"{folder}: not a folder", 1)
+    kind = modality.value if modality else None
+    if kind is None and model is None:
+        has_audio = any(p.suffix.lower() in AUDIO_SUFFIXES for p in folder.rglob("*"))
+        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+        kind = "audio" if has_audio and not has_images else "image"
+    m = _guard(debug, load_model, model if model is not None else _guard(debug, default_model_name, kind), dev)
+    kind = m.modality
+    allowed = IMAGE_BASELINES if kind == "image" else AUDIO_BASELINES
+    chosen = list(allowed) if baselines is None else [b.strip().lower() for b in baselines.split(",") if b.strip() and b.strip().lower() != "none"]
+    unknown = [b for b in chosen if b not in allowed]
+    if unknown:
+        _fail(f"unknown {kind} baseline(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    for name, tools in missing_tools(chosen).items():
+        err_console.print(f"[yellow]note:[/yellow] baseline {name} skipped: {', '.join(tools)} not installed "
+                          "(Debian: apt-get install opus-tools codec2)", highlight=False)
+    points = [r.strip() for r in rates.split(",")] if rates else [p.name for p in m.rate_points()]
+    for r in points:
+        _guard(debug, m.select_rate, r)
+    run = evaluate_images if kind == "image" else evaluate_audio
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+        rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"))
+    unit = "bpp" if kind == "image" else "kbps"
+    paths = write_report(rows, output, unit, f"{m.name or model} on {folder.name}")
+    console.print(paths["markdown"].read_text(), markup=False, highlight=False)
+    err_console.print(f"report: {paths['csv']}, {paths['markdown']}, {paths['plot']}")
+
+
 RECIPES = {"image_codec": "recipes.image_codec", "audio_codec": "recipes.audio_codec"}
 
 
