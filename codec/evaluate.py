@@ -34,7 +34,10 @@ import torch
 
 from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, read_audio, read_image
 
-__all__ = ["Row", "IMAGE_BASELINES", "AUDIO_BASELINES", "evaluate_images", "evaluate_audio", "write_report", "missing_tools"]
+__all__ = [
+    "Row", "IMAGE_BASELINES", "AUDIO_BASELINES", "evaluate_images", "evaluate_audio", "write_report", "missing_tools",
+    "image_quality", "audio_quality", "align",
+]
 
 IMAGE_BASELINES = ("jpeg", "webp", "avif")
 AUDIO_BASELINES = ("opus", "codec2")
@@ -65,12 +68,17 @@ def missing_tools(baselines: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+def _files(folder: Path, suffixes: tuple[str, ...], limit: int | None = None) -> list[Path]:
+    """The folder's files of a kind, sorted; with ``limit``, that many spread evenly over the list."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+    if limit and len(files) > limit:
+        files = [files[int(i * len(files) / limit)] for i in range(limit)]
+    return files
 
 
 # -- images ---------------------------------------------------------------------------------------
-def _image_metrics(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
+def image_quality(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
+    """PSNR and MS-SSIM of ``out`` (rounded to 8 bits) against ``ref``, both ``(1, C, H, W)`` in [0, 1]."""
     from codec.metrics import ms_ssim, psnr
 
     out = (out.clamp(0, 1) * 255).round() / 255  # what an 8-bit file holds
@@ -116,7 +124,8 @@ def _best_quality_within(img: Any, fmt: str, max_bytes: int) -> tuple[int, bytes
 
 
 def evaluate_images(
-    folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None
+    folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
+    limit: int | None = None,
 ) -> list[Row]:
     """Ours at each rate, and each Pillow baseline matched in size per image and rate."""
     from PIL import Image
@@ -124,7 +133,7 @@ def evaluate_images(
     from codec.files import compress_signal, decompress
 
     rows: list[Row] = []
-    files = _files(folder, IMAGE_SUFFIXES)
+    files = _files(folder, IMAGE_SUFFIXES, limit)
     if not files:
         raise FileNotFoundError(f"{folder}: no images")
     for path in files:
@@ -137,7 +146,7 @@ def evaluate_images(
             out = compress_signal(x, rate=rate, model=model, modality="image", source=meta)
             y, _ = decompress(out.data, model=model)
             rows.append(Row(path.name, "vqcodec", out.point.name, len(out.data), 8 * len(out.data) / pixels,
-                            _image_metrics(x, y[None])))
+                            image_quality(x, y[None])))
             for name in baselines:
                 fmt = name.upper()
                 found = _best_quality_within(pil, fmt, len(out.data))
@@ -150,7 +159,7 @@ def evaluate_images(
                 d = torch.from_numpy(np.asarray(dec, dtype=np.float32) / 255.0)
                 d = d[None, None] if d.dim() == 2 else d.permute(2, 0, 1)[None]
                 rows.append(Row(path.name, name, f"<= {out.point.name} (q={quality})", len(data), 8 * len(data) / pixels,
-                                _image_metrics(x, d)))
+                                image_quality(x, d)))
     return rows
 
 
@@ -168,7 +177,8 @@ def align(ref: np.ndarray, est: np.ndarray, max_lag: int) -> np.ndarray:
     return shifted
 
 
-def _audio_metrics(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float]:
+def audio_quality(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """SI-SDR, mel distance, STOI and PESQ of mono ``est`` against ``ref`` after time alignment."""
     from codec.metrics import mel_distance, si_sdr
     from codec.nets.audio import resample
 
@@ -235,14 +245,15 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
 
 
 def evaluate_audio(
-    folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None
+    folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
+    limit: int | None = None,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting)."""
     from codec.files import compress_signal, decompress
 
     baselines = [b for b in baselines if b not in missing_tools(baselines)]
     rows: list[Row] = []
-    files = _files(folder, AUDIO_SUFFIXES)
+    files = _files(folder, AUDIO_SUFFIXES, limit)
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files")
     for path in files:
@@ -255,7 +266,7 @@ def evaluate_audio(
             out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta)
             y, _ = decompress(out.data, model=model)
             rows.append(Row(path.name, "vqcodec", out.point.name, len(out.data), 8 * len(out.data) / seconds / 1000,
-                            _audio_metrics(ref, _mono(y), sr)))
+                            audio_quality(ref, _mono(y), sr)))
         with tempfile.TemporaryDirectory() as tmp:
             settings = [("opus", f"{k:g}kbps", k) for k in OPUS_KBPS] if "opus" in baselines else []
             settings += [("codec2", m, m) for m in CODEC2_MODES] if "codec2" in baselines else []
@@ -266,7 +277,7 @@ def evaluate_audio(
                 except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
                     rows.append(Row(path.name, name, f"{label}: failed ({type(err).__name__})", 0, float("nan"), {}))
                     continue
-                rows.append(Row(path.name, name, label, size, 8 * size / seconds / 1000, _audio_metrics(ref, y[: len(ref)], sr)))
+                rows.append(Row(path.name, name, label, size, 8 * size / seconds / 1000, audio_quality(ref, y[: len(ref)], sr)))
     return rows
 
 

@@ -76,6 +76,19 @@ PRESETS = {
                               min_codebook_size=64, max_codebook_size=4096, rate_points=[64, 256, 1024, 4096],
                               forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
     ),
+    # The bundled audio-v1, sized for a 2-core CPU: a narrow SEANet (16 channels, hop 320 at
+    # 24 kHz) and 16 residual levels, each a RAQ codebook (base 1024) resized to 64, 256 or 1024
+    # codes, so rate points span 1 x 6 bits x 75 Hz = 0.45 kbps to 16 x 10 x 75 = 12 kbps.
+    "cpu-v1": AudioCodecConfig(
+        data="data/audio",
+        out="runs/audio_cpu_v1",
+        network_kwargs=dict(channels=16, strides=[2, 4, 5, 8], latent_dim=64, sample_rate=24000, activation="elu"),
+        quantizer_kwargs=dict(codebook_size=1024, num_levels=16, quantizer="raq", quantizer_dropout=0.5,
+                              min_codebook_size=64, max_codebook_size=1024, rate_points=[64, 256, 1024],
+                              forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
+        segment_seconds=0.5, batch_size=8, steps=1500, warmup_steps=100, lr=5e-4, ema_decay=0.995,
+        val_every=500, val_clips=4, val_seconds=3.0, log_every=50, checkpoint_every=250, bf16=False,
+    ),
     "raq-debug": AudioCodecConfig(
         data="synthetic",
         out="runs/audio_raq_debug",

@@ -179,7 +179,7 @@ def _load_audio(path: Path, sample_rate: int) -> Tensor:
 
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         wav = torch.from_numpy(data.mean(axis=1))
-    if rate != sample_rate:
+    if rate != sample_rate and wav.numel():  # empty files are dropped by the caller
         from codec.nets.audio import resample
 
         wav = resample(wav, rate, sample_rate)
@@ -229,6 +229,7 @@ class AudioData:
             self.train = [_load_audio(p, sample_rate) for p in train_files]
             self.val = [_load_audio(p, sample_rate) for p in val_files]
         self.train = [c for c in self.train if c.numel() > 0]
+        self.val = [c for c in self.val if c.numel() > 0]
         lengths = torch.tensor([c.numel() for c in self.train], dtype=torch.float64)
         self.weights = lengths / lengths.sum()
 

@@ -69,6 +69,20 @@ PRESETS = {
         quantizer_kwargs=dict(codebook_size=256, min_codebook_size=16, max_codebook_size=4096,
                               base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
     ),
+    # The bundled image-v1, sized for a 2-core CPU: a narrow network (factor 8, 32-dim latent)
+    # and 4 residual levels, each a RAQ codebook (base 256) resized to 4 - 256 codes, so rate
+    # points span 1 level x 2 bits / 64 px = 0.031 bpp to 4 x 8 / 64 = 0.5 bpp.
+    "cpu-v1": ImageCodecConfig(
+        out="runs/image_cpu_v1",
+        network_kwargs=dict(channels=32, channel_mult=[1, 2, 2, 4], num_res_blocks=1, factor=8, latent_dim=32,
+                            attention=False),
+        quantizer="rvq",
+        quantizer_kwargs=dict(codebook_size=256, num_levels=4, quantizer="raq", quantizer_dropout=0.5,
+                              min_codebook_size=4, max_codebook_size=256, rate_points=[4, 16, 64, 256],
+                              forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
+        crop=96, batch_size=8, steps=1500, warmup_steps=100, lr=5e-4, ema_decay=0.995, val_every=500,
+        val_images=4, log_every=50, checkpoint_every=250, bf16=False,
+    ),
     "raq-debug": ImageCodecConfig(
         data="synthetic",
         out="runs/image_raq_debug",

@@ -1,0 +1,218 @@
+"""Publish a trained model as a bundled, versioned model under ``codec/weights/<name>/``.
+
+    python scripts/bundle_model.py runs/image_cpu_v1 --name image-v1 --default
+    python scripts/bundle_model.py runs/audio_cpu_v1 --name audio-v1 --default
+
+From a recipe run folder (``export/`` + ``config.json`` + ``log.csv``) this
+
+1. fits the integer entropy tables on training data (``--fit``: images or audio files),
+2. measures every rate point's **real** rate and quality on validation data (``--val``):
+   the mean size of the ``.vqc`` files written, header included, over pixels or seconds,
+3. writes ``codec/weights/<name>/`` (safetensors weights, entropy tables, ``config.json`` with
+   the name and measured rates, ``MODEL_CARD.md``), and
+4. records the name, weights hash and modality in ``codec/weights/index.json`` (``--default``
+   makes it the modality's default). A name that exists with other weights is refused: new
+   weights get a new name, so files made by an old one stay decodable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.files import compress_signal, decompress  # noqa: E402
+from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, read_audio, read_image  # noqa: E402
+from codec.model import Codec  # noqa: E402
+
+MAX_WEIGHTS_MB = 15.0
+
+
+def _files(folder: Path, suffixes: tuple[str, ...], limit: int) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
+    step = max(1, len(files) // limit) if limit else 1
+    return files[::step][:limit] if limit else files
+
+
+def _image(path: Path, max_side: int) -> torch.Tensor:
+    x, _ = read_image(path, alpha="drop")
+    scale = max_side / max(x.shape[-2:])
+    if scale < 1:
+        size = [max(8, round(s * scale)) for s in x.shape[-2:]]
+        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
+
+
+def _clips(path: Path, sample_rate: int, seconds: float) -> list[torch.Tensor]:
+    from codec.nets.audio import resample
+
+    wav, meta = read_audio(path)
+    mono = resample(wav.mean(0, keepdim=True), meta["sample_rate"], sample_rate)
+    n = int(seconds * sample_rate)
+    return [mono[:, i : i + n][None] for i in range(0, mono.shape[-1], n) if mono.shape[-1] - i >= sample_rate // 2]
+
+
+def signals(model: Codec, folder: Path, limit: int) -> list[torch.Tensor]:
+    if model.modality == "image":
+        return [_image(p, 512) for p in _files(folder, IMAGE_SUFFIXES, limit)]
+    out: list[torch.Tensor] = []
+    for p in _files(folder, AUDIO_SUFFIXES, limit):
+        out += _clips(p, int(model.sample_rate or 24000), 10.0)
+    return out
+
+
+def measure(model: Codec, xs: list[torch.Tensor]) -> list[dict]:
+    """Mean real rate and quality of every rate point over ``xs`` (files written and read back)."""
+    from codec.metrics import mel_distance, ms_ssim, psnr, si_sdr
+
+    rows = []
+    for point in model.rate_points():
+        rates, q1, q2 = [], [], []
+        for x in xs:
+            out = model.compress_detailed(x, point.name)
+            y, _ = model.decompress(out.data)
+            if model.modality == "image":
+                rates.append(out.real_rate)
+                yq = (y.clamp(0, 1) * 255).round() / 255
+                q1.append(float(psnr(x, yq)[0]))
+                q2.append(float(ms_ssim(x, yq)[0]) if min(x.shape[-2:]) >= 161 else float("nan"))
+            else:
+                rates.append(out.real_rate / x.shape[1])  # per channel, as rate points are
+                q1.append(float(si_sdr(x[0], y[0])[0]))
+                q2.append(float(mel_distance(x, y, int(model.sample_rate))[0]))
+        rows.append({
+            "point": point.name, "bits_per_token": point.bits_per_token, "nominal": point.nominal,
+            "measured": sum(rates) / len(rates), "q1": _mean(q1), "q2": _mean(q2),
+        })
+    return rows
+
+
+def _mean(v: list[float]) -> float:
+    v = [a for a in v if not math.isnan(a)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def _training(run: Path) -> dict:
+    info: dict = {}
+    log = run / "log.csv"
+    if log.is_file():
+        rows = list(csv.DictReader(open(log)))
+        train = [r for r in rows if r["split"] == "train"]
+        if train:
+            info["steps"] = int(train[-1]["step"])
+            info["wall_s"] = float(train[-1]["time_s"])
+    cfg = run / "config.json"
+    if cfg.is_file():
+        info["config"] = json.loads(cfg.read_text())
+    return info
+
+
+def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: argparse.Namespace, fit_n: int, val_n: int) -> str:
+    unit = model.rate_unit
+    q1, q2 = ("PSNR dB", "MS-SSIM") if model.modality == "image" else ("SI-SDR dB", "mel distance")
+    cfg = training.get("config", {})
+    recipe = "image_codec" if model.modality == "image" else "audio_codec"
+    preset = args.preset or "?"
+    lines = [
+        f"# {name}",
+        "",
+        f"A bitrate-adaptive {model.modality} codec of vqcodec: `{cfg.get('network', '?')}` networks around residual "
+        f"RAQ quantizers ({len(model.rate_points())} rate points, {model.rate_points()[0].nominal:.3g}-"
+        f"{model.rate_points()[-1].nominal:.3g} {unit} nominal{' per channel' if unit == 'kbps' else ''}). "
+        f"Weights SHA-256 `{model.weights_sha256()}`.",
+        "",
+        "## Training",
+        "",
+        f"* Recipe: `vqcodec train {recipe} --config {preset}` (`recipes/{recipe}.py`, preset `{preset}`), "
+        f"{training.get('steps', '?')} steps, {training.get('wall_s', float('nan')) / 60:.0f} min wall time.",
+        f"* Hardware: {args.hardware}.",
+        "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
+        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data.",
+        "",
+        "## Licence of the weights",
+        "",
+        "The code of vqcodec is Apache-2.0. These weights were trained on data distributed under "
+        + ("GPL-2+, CC-BY-SA-3.0/4.0, CC-BY-4.0, CC0 and Expat terms (desktop wallpaper packages)"
+           if model.modality == "image" else
+           "GPL-2+ (fillets-ng voices), GPL (Frets on Fire songs) and CC-BY/CC-BY-SA/CC0/GPL-2+ (Hydrogen drum kits)")
+        + ". Whether trained weights are a derivative work of their training data is not settled; we do not claim "
+        "they are free of those terms. Treat them as subject to the most restrictive of them (GPL-2+ and the "
+        "CC-BY-SA share-alike terms): redistribute them with attribution to the data's authors and under terms "
+        "compatible with those licences.",
+        "",
+        f"## Rate points (measured on {val_n} held-out {'images' if model.modality == 'image' else '10 s clips'})",
+        "",
+        f"Measured = mean size of the written `.vqc` files, header included, per {'pixel' if unit == 'bpp' else 'second of one channel'}.",
+        "",
+        f"| point | bits/token | nominal {unit} | measured {unit} | {q1} | {q2} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
+    lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2: see the README (`vqcodec eval`).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path, help="recipe run folder (with export/)")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--preset", default=None, help="recipe preset the run used (for the model card)")
+    ap.add_argument("--fit", type=Path, default=None, help="training data for the entropy tables")
+    ap.add_argument("--val", type=Path, default=None, help="validation data for measured rates")
+    ap.add_argument("--fit-files", type=int, default=24)
+    ap.add_argument("--val-files", type=int, default=8)
+    ap.add_argument("--default", action="store_true")
+    ap.add_argument("--description", default="")
+    ap.add_argument("--hardware", default=f"CPU: {platform.machine()}, {__import__('os').cpu_count()} cores, no GPU")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    model = Codec.load(args.run / "export")
+    kind = model.modality
+    fit = args.fit or ROOT / "data" / ("images" if kind == "image" else "audio") / "train"
+    val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
+    t0 = time.time()
+    fit_x = signals(model, fit, args.fit_files)
+    model.fit_entropy_tables(fit_x)
+    print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
+    val_x = signals(model, val, args.val_files)
+    rows = measure(model, val_x)
+    model.measured_rates = {r["point"]: r["measured"] for r in rows}
+    index_path = BUNDLED_DIR / INDEX_FILE
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
+    target = BUNDLED_DIR / args.name
+    model.save(target, metadata={"name": args.name}, name=args.name)
+    loaded = Codec.load(target)
+    sha = loaded.weights_sha256()
+    old = index["models"].get(args.name)
+    if old and old["sha256"] != sha:
+        raise SystemExit(f"{args.name} is already published with other weights: choose a new name")
+    size_mb = sum(p.stat().st_size for p in target.iterdir()) / 1e6
+    if size_mb > MAX_WEIGHTS_MB:
+        raise SystemExit(f"{target} holds {size_mb:.1f} MB > {MAX_WEIGHTS_MB} MB")
+    training = _training(args.run)
+    (target / "MODEL_CARD.md").write_text(model_card(args.name, loaded, rows, training, args, len(fit_x), len(val_x)))
+    index["models"][args.name] = {"sha256": sha, "modality": kind, "description": args.description}
+    if args.default:
+        index["default"][kind] = args.name
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    # the round trip through the published folder decodes what the in-memory model wrote
+    x = val_x[0]
+    y, _ = decompress(compress_signal(x[0] if kind == "audio" else x, rate="max", model=loaded,
+                                      sample_rate=model.sample_rate).data, model=loaded)
+    print(json.dumps({"name": args.name, "sha256": sha, "size_mb": round(size_mb, 2), "points": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

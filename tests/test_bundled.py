@@ -1,0 +1,61 @@
+"""The bundled models: published names match their weights, load offline, and code real signals."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import codec
+from cli.app import app
+from codec.hub import BUNDLED_DIR, INDEX_FILE, list_models
+
+INDEX = json.loads((BUNDLED_DIR / INDEX_FILE).read_text()) if (BUNDLED_DIR / INDEX_FILE).is_file() else {"models": {}, "default": {}}
+NAMES = sorted(INDEX["models"])
+
+
+def test_index_is_consistent():
+    for modality, name in INDEX["default"].items():
+        assert name in INDEX["models"] and INDEX["models"][name]["modality"] == modality
+    for name in NAMES:
+        assert name.rsplit("-v", 1)[-1].isdigit(), f"{name}: bundled names are versioned"
+        folder = BUNDLED_DIR / name
+        assert (folder / "MODEL_CARD.md").is_file()
+        assert sum(p.stat().st_size for p in folder.iterdir()) <= 15e6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_published_weights_keep_their_hash(name):
+    # New weights need a new name: files written by this one must stay decodable.
+    model = codec.load_model(name)
+    assert model.weights_sha256() == INDEX["models"][name]["sha256"]
+    assert model.name == name and model.entropy_tables and model.measured_rates
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_models_round_trip_and_keep_rates(name):
+    model = codec.load_model(name)
+    torch.manual_seed(0)
+    if model.modality == "audio":
+        t = torch.arange(24000 * 3) / 24000
+        x = (0.3 * torch.sin(2 * torch.pi * 180 * t) * (1 + torch.sin(2 * torch.pi * 2 * t)))[None]
+        targets = ["3kbps", "6kbps"]
+        out = [codec.compress_signal(x, rate=r, model=model, sample_rate=24000) for r in targets]
+    else:
+        yy, xx = torch.meshgrid(torch.arange(96), torch.arange(128), indexing="ij")
+        x = torch.stack([torch.sin(xx / 7), torch.cos(yy / 9), torch.sin((xx + yy) / 11)])[None] * 0.4 + 0.5
+        targets = ["0.1bpp", "0.3bpp"]
+        out = [codec.compress_signal(x, rate=r, model=model) for r in targets]
+    for target, o in zip(targets, out):
+        assert o.real_rate <= float(target[:-4 if target.endswith("kbps") else -3]) or o.notes
+        y, info = codec.decompress(o.data)  # the model is found by the name in the header
+        assert y.shape[-1] == x.shape[-1] and info["model"]["name"] == name
+
+
+def test_models_command_lists_the_bundled_models():
+    out = CliRunner().invoke(app, ["models", "--json"])
+    assert out.exit_code == 0
+    listed = {m["name"]: m for m in json.loads(out.output)}
+    for name in NAMES:
+        assert listed[name]["source"] == "bundled"
+    assert {e.name for e in list_models() if e.default} == set(INDEX["default"].values())
