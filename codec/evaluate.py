@@ -101,7 +101,7 @@ def _pillow_encode(img: Any, fmt: str, quality: int) -> bytes:
     if fmt == "WEBP":
         options["method"] = 6
     if fmt == "AVIF":
-        options["speed"] = 4
+        options["speed"] = 6  # Pillow's default
     img.save(buf, format=fmt, **options)
     return buf.getvalue()
 
@@ -125,7 +125,7 @@ def _best_quality_within(img: Any, fmt: str, max_bytes: int) -> tuple[int, bytes
 
 def evaluate_images(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
-    limit: int | None = None,
+    limit: int | None = None, max_seconds: float | None = None,
 ) -> list[Row]:
     """Ours at each rate, and each Pillow baseline matched in size per image and rate."""
     from PIL import Image
@@ -246,7 +246,7 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
 
 def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
-    limit: int | None = None,
+    limit: int | None = None, max_seconds: float | None = None,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting)."""
     from codec.files import compress_signal, decompress
@@ -259,6 +259,9 @@ def evaluate_audio(
     for path in files:
         wav, meta = read_audio(path)
         sr = meta["sample_rate"]
+        if max_seconds:
+            wav = wav[..., : int(max_seconds * sr)]
+            meta["frames"] = wav.shape[-1]
         seconds = wav.shape[-1] / sr
         ref = _mono(wav)
         for rate in rates:
