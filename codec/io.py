@@ -226,31 +226,8 @@ def read_audio(path: str | Path | bytes) -> tuple[Tensor, dict[str, Any]]:
     ``metadata``: ``sample_rate``, ``channels``, ``frames``, ``format`` (``"WAV"``...) and
     ``subtype`` (``"PCM_16"``...), as libsndfile reports them.
     """
-    import soundfile as sf
-
-    name = _name(path)
-    src = _source(path)
-    try:
-        with sf.SoundFile(src) as f:
-            meta = {"sample_rate": int(f.samplerate), "channels": int(f.channels), "frames": int(f.frames),
-                    "format": str(f.format), "subtype": str(f.subtype)}
-            if meta["frames"] < 1 or meta["channels"] < 1:
-                raise InputError(f"{name}: empty audio (no samples)")
-            if meta["frames"] * meta["channels"] > MAX_AUDIO_SAMPLES:
-                raise InputError(f"{name}: {meta['frames']} x {meta['channels']} samples exceeds the limit")
-            if not 1 <= meta["sample_rate"] <= 1_000_000:
-                raise InputError(f"{name}: implausible sample rate {meta['sample_rate']}")
-            data = f.read(dtype="float32", always_2d=True)
-    except InputError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"{name}: not an audio file libsndfile can read ({err})") from None
-    if data.shape[0] == 0:
-        raise InputError(f"{name}: empty audio (no samples)")
-    meta["frames"] = int(data.shape[0])  # MP3 and some OGG report an estimate
-    if not np.isfinite(data).all():
-        raise InputError(f"{name}: the audio contains NaN or infinite samples")
-    return torch.from_numpy(np.ascontiguousarray(data.T)), meta
+    meta, blocks = open_audio(path)
+    return torch.cat(list(blocks), dim=-1), meta
 
 
 def open_audio(path: str | Path | bytes, block_seconds: float = 10.0) -> tuple[dict[str, Any], Iterator[Tensor]]:

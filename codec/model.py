@@ -735,10 +735,21 @@ class Codec(nn.Module):
         return ParsedFile(header=header, point=point, shape=tuple(shape), grid=grid, chunks=chunks,
                           tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point))
 
+    def _tile_geometry(self, channels: int, spans: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Signal shape ``(1, C, *tile)`` of a tile and its size padded to the stride."""
+        stride = self.encoder.stride
+        tile_shape = (1, channels, *(b - a for a, b in spans))
+        return tile_shape, tuple(-(-n // stride) * stride for n in tile_shape[2:])
+
+    @staticmethod
+    def _blend(out: Tensor, grid: TileGrid, spans: tuple[tuple[int, int], ...], piece: Tensor) -> None:
+        """Add a decoded tile into ``out`` with its cross-fade window."""
+        window = grid.window(spans)
+        out[(..., *(slice(a, b) for a, b in spans))] += piece if window is None else piece * window
+
     def _decode_tile(self, parsed: "ParsedFile", index: int, spans: tuple[tuple[int, int], ...]) -> Tensor:
         stride = self.encoder.stride
-        tile_shape = (1, parsed.shape[1], *(b - a for a, b in spans))
-        padded = tuple(-(-n // stride) * stride for n in tile_shape[2:])
+        tile_shape, padded = self._tile_geometry(parsed.shape[1], spans)
         sizes = self.quantizer.alphabet_sizes(**parsed.point.kwargs)
         grid_shape = [self.encoder.latent_batch(tile_shape), *(p // stride for p in padded)]
         try:
@@ -760,10 +771,7 @@ class Codec(nn.Module):
         parsed = self.read_header(data)
         out = torch.zeros(parsed.shape)
         for index, spans in enumerate(parsed.grid):
-            piece = self._decode_tile(parsed, index, spans)
-            window = parsed.grid.window(spans)
-            region = (..., *(slice(a, b) for a, b in spans))
-            out[region] += piece if window is None else piece * window
+            self._blend(out, parsed.grid, spans, self._decode_tile(parsed, index, spans))
         return out, parsed.header
 
     @torch.no_grad()
@@ -858,12 +866,9 @@ class Codec(nn.Module):
         out = torch.zeros(shape)
         for spans in grid:
             region = tuple(slice(a // stride, -(-b // stride)) for a, b in spans)
-            tile_shape = (1, shape[1], *(b - a for a, b in spans))
-            padded = tuple(-(-n // stride) * stride for n in tile_shape[2:])
+            tile_shape, padded = self._tile_geometry(shape[1], spans)
             enc = EncodedCodes(codes=codes[(slice(None), *region)].to(device), point=point, shape=tile_shape, padded=padded)
-            piece = self.decode(enc).float().cpu()
-            window = grid.window(spans)
-            out[(..., *(slice(a, b) for a, b in spans))] += piece if window is None else piece * window
+            self._blend(out, grid, spans, self.decode(enc).float().cpu())
         return out
 
     # -- weights format ---------------------------------------------------------------------------
