@@ -23,9 +23,11 @@ tools:
 	  apt-get install -y -qq opus-tools codec2 >/dev/null || (apt-get update -qq && apt-get install -y -qq opus-tools codec2 >/dev/null) || echo "could not install opus-tools/codec2: eval skips those baselines"; \
 	else echo "opus-tools/codec2 missing (apt-get install opus-tools codec2): eval skips those baselines"; fi
 
-# The main job. Until the codecs and bundled models land, it runs the quantizer benchmark on CPU.
+# The main job: a real photo and a real speech clip through the bundled models at two rates each
+# (sizes, real rates, quality). The samples come from scripts/get_data.sh (Debian packages, PyPI).
 demo: $(STAMP)
-	$(PY) bench/quantizers.py --quick --device cpu --json bench/results/quantizers-quick.json
+	test -d data/eval/images || PYTHON=$(PY) scripts/get_data.sh data
+	$(PY) scripts/demo.py --data data --out demo
 
 test: $(STAMP) tools
 	$(PY) -m pytest

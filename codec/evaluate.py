@@ -285,12 +285,24 @@ def evaluate_audio(
 
 
 # -- report ---------------------------------------------------------------------------------------
+def _base_setting(setting: str) -> str:
+    return setting.split(" (q=")[0].split(": cannot reach")[0]
+
+
 def _summary(rows: list[Row]) -> list[dict[str, Any]]:
-    """Means per (codec, setting), in the order settings first appear; NaN-free means."""
+    """Means per (codec, setting), in the order settings first appear; NaN-free means.
+
+    A size-matched baseline (setting ``"<= POINT"``) gets one entry over the files it could reach,
+    and ``delta``: the mean of ours minus it in the first quality metric (PSNR, else PESQ) over
+    those same files — positive where ours is better.
+    """
     groups: dict[tuple[str, str], list[Row]] = {}
+    ours: dict[tuple[str, str], Row] = {}
     for r in rows:
-        key = (r.codec, r.setting.split(" (q=")[0])
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((r.codec, _base_setting(r.setting)), []).append(r)
+        if r.codec == "vqcodec":
+            ours[(r.file, r.setting)] = r
+    primary = next((m for m in ("psnr", "pesq") if any(m in r.metrics for r in rows)), None)
     out = []
     for (codec, setting), rs in groups.items():
         ok = [r for r in rs if not math.isnan(r.rate)]
@@ -300,6 +312,12 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
         for k in names:
             vals = [r.metrics[k] for r in ok if not math.isnan(r.metrics.get(k, float("nan")))]
             entry[k] = float(np.mean(vals)) if vals else float("nan")
+        if codec != "vqcodec" and setting.startswith("<= ") and primary:
+            pairs = [(ours[(r.file, setting[3:])].metrics.get(primary, float("nan")), r.metrics.get(primary, float("nan")))
+                     for r in ok if (r.file, setting[3:]) in ours]
+            diffs = [a - b for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+            if diffs:
+                entry["delta"] = float(np.mean(diffs))
         out.append(entry)
     return out
 
@@ -316,14 +334,24 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
         for r in rows:
             w.writerow([r.file, r.codec, r.setting, r.bytes, f"{r.rate:.6g}", *(f"{r.metrics.get(k, float('nan')):.6g}" for k in metric_names)])
     summary = _summary(rows)
-    md = [f"# {title}", "", f"Means over files; rates are real ({unit}, from file sizes).", ""]
-    md.append("| codec | setting | files | " + unit + " | " + " | ".join(metric_names) + " |")
-    md.append("|---|---|---:|---:|" + "---:|" * len(metric_names))
+    md = [f"# {title}", "", f"Means over files; rates are real ({unit}, from file sizes)."]
+    deltas = any("delta" in e for e in summary)
+    primary = next((m for m in ("psnr", "pesq") if m in metric_names), "")
+    if deltas:
+        md.append(f"A baseline at `<= POINT` is at its best quality not larger than our file at POINT, per file; "
+                  f"its means are over the files it can reach (`files`), and `ours - it` is our {primary} minus its "
+                  f"{primary} on those files (positive: ours is better). Where it cannot reach, ours is smaller.")
+    md.append("")
+    extra = [f"ours - it ({primary})"] if deltas else []
+    md.append("| codec | setting | files | " + unit + " | " + " | ".join(metric_names + extra) + " |")
+    md.append("|---|---|---:|---:|" + "---:|" * (len(metric_names) + len(extra)))
     for e in summary:
         files = f"{e['files']}" if e["files"] == e["of"] else f"{e['files']} of {e['of']}"
-        vals = " | ".join("-" if math.isnan(e.get(k, float("nan"))) else f"{e[k]:.4g}" for k in metric_names)
+        vals = ["-" if math.isnan(e.get(k, float("nan"))) else f"{e[k]:.4g}" for k in metric_names]
+        if deltas:
+            vals.append(f"{e['delta']:+.2f}" if "delta" in e else "-")
         rate = "-" if math.isnan(e["rate"]) else f"{e['rate']:.4g}"
-        md.append(f"| {e['codec']} | {e['setting']} | {files} | {rate} | {vals} |")
+        md.append(f"| {e['codec']} | {e['setting']} | {files} | {rate} | {' | '.join(vals)} |")
     md_path = folder / "summary.md"
     md_path.write_text("\n".join(md) + "\n")
     png_path = folder / "rd.png"

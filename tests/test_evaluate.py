@@ -52,6 +52,7 @@ def test_image_eval_writes_csv_markdown_and_plot(model_dirs, image_dir, tmp_path
             assert int(r["bytes"]) <= int(match["bytes"])
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| vqcodec | n1 |" in summary and "jpeg" in summary
+    assert "ours - it (psnr)" in summary  # size-matched baselines are compared on the same files
     assert (tmp_path / "report" / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,78 @@
+"""Evaluate the bundled models on the evaluation sets and put the results in the README.
+
+    python scripts/eval_bundled.py                  # run every evaluation, then update README.md
+    python scripts/eval_bundled.py --only image-v1-photos
+    python scripts/eval_bundled.py --readme-only    # re-insert the tables of the existing reports
+
+Each evaluation is one ``vqcodec eval`` command (listed in ``EVALS`` and printed as it runs); its
+report (``results.csv``, ``summary.md``, ``rd.png``) lands in ``docs/eval/<name>/``. The README's
+tables are copied from those ``summary.md`` files between ``<!-- eval:<name> -->`` and
+``<!-- /eval:<name> -->`` markers, together with the command that produced them: no number in
+those tables is typed by hand. The evaluation sets come from ``scripts/get_data.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "eval"
+
+# name -> vqcodec eval arguments (the output folder is added)
+EVALS: dict[str, list[str]] = {
+    "image-v1-photos": ["data/eval/images", "-m", "image-v1",
+                        "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
+    "audio-v1-speech": ["data/eval/speech", "-m", "audio-v1", "--max-files", "48",
+                        "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+    "audio-v1-music": ["data/eval/music", "-m", "audio-v1", "--max-seconds", "20", "--baselines", "opus",
+                       "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+}
+
+
+def command(name: str) -> list[str]:
+    return ["vqcodec", "eval", *EVALS[name], "-o", f"docs/eval/{name}"]
+
+
+def run(name: str) -> None:
+    cmd = command(name)
+    print("$ " + shlex.join(cmd), flush=True)
+    subprocess.run([sys.executable, "-m", "cli.app", *cmd[1:]], cwd=ROOT, check=True)
+
+
+def update_readme(names: list[str], readme: Path = ROOT / "README.md") -> list[str]:
+    """Replace each ``<!-- eval:name -->`` block with the report's table; returns the names done."""
+    text = readme.read_text()
+    done = []
+    for name in names:
+        summary = DOCS / name / "summary.md"
+        pattern = re.compile(rf"(<!-- eval:{re.escape(name)} -->\n).*?(<!-- /eval:{re.escape(name)} -->)", re.S)
+        if not summary.is_file() or not pattern.search(text):
+            continue
+        table = "\n".join(line for line in summary.read_text().splitlines() if line.startswith("|"))
+        block = (f"`{shlex.join(command(name))}` ([CSV](docs/eval/{name}/results.csv))\n\n{table}\n\n"
+                 f"![rate-distortion: {name}](docs/eval/{name}/rd.png)\n")
+        text = pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+        done.append(name)
+    readme.write_text(text)
+    return done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", action="append", choices=sorted(EVALS), help="run only these evaluations")
+    ap.add_argument("--readme-only", action="store_true", help="only copy the existing reports into README.md")
+    args = ap.parse_args()
+    names = args.only or list(EVALS)
+    if not args.readme_only:
+        for name in names:
+            run(name)
+    print("README.md tables updated: " + (", ".join(update_readme(list(EVALS))) or "none"))
+
+
+if __name__ == "__main__":
+    main()
