@@ -14,7 +14,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -196,7 +196,7 @@ def compress(
 
     from codec.io import InputError, modality_of
 
-    def job(item: Item) -> Any:
+    def job(item: Item, tick: Callable[[float], None]) -> Any:
         guessed = modality_of(item.input) if item.input != "-" else None
         kind = modality.value if modality else (guessed or (fixed.modality if fixed is not None else None))
         m = fixed
@@ -212,7 +212,8 @@ def compress(
             tile_arg = tile
         data = _read_stdin() if item.input == "-" else None
         report, blob = compress_file(item.input, item.output, rate=rate, model=m, data=data, modality=kind,
-                                     alpha=alpha.value, device=dev, force=force, tile=tile_arg)
+                                     alpha=alpha.value, device=dev, force=force, tile=tile_arg,
+                                     progress=tick)
         if item.output == "-":
             _write_stdout(blob)
         for note in report.notes:
@@ -267,16 +268,18 @@ def decompress(
     _guard(debug, plan_outputs, items, output, many, lambda item: _default_suffix(item, format))
     fixed = _guard(debug, load_model, model, dev) if model is not None else None
 
-    def job(item: Item) -> Any:
+    def job(item: Item, tick: Callable[[float], None]) -> Any:
         data = _read_stdin() if item.input == "-" else None
         if item.output == "-":
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / f"out.{format}"
-                report = decompress_file(item.input, target, model=fixed, data=data, format=format, device=dev)
+                report = decompress_file(item.input, target, model=fixed, data=data, format=format, device=dev,
+                                         progress=tick)
                 _write_stdout(target.read_bytes())
                 report.output = "-"
                 return report
-        return decompress_file(item.input, item.output, model=fixed, data=data, format=format, device=dev, force=force)
+        return decompress_file(item.input, item.output, model=fixed, data=data, format=format, device=dev, force=force,
+                                   progress=tick)
 
     t0 = time.perf_counter()
     reports, failures = run_batch(items, job, err_console, description="decompress", debug=debug, quiet=quiet,
@@ -439,7 +442,7 @@ def tokenize(
     tensors: dict[str, Any] = {}
     meta: dict[str, Any] = {}
 
-    def job(item: Item) -> Any:
+    def job(item: Item, _tick: Callable[[float], None]) -> Any:
         key = item.relative.as_posix()
         if key in tensors:
             raise ValueError(f"{item.input}: two inputs share the key {key!r}")
@@ -487,7 +490,7 @@ def detokenize(
     fixed = _guard(debug, load_model, model, dev) if model is not None else None
     items = [Item(key, Path(key)) for key in tensors]
 
-    def job(item: Item) -> Any:
+    def job(item: Item, _tick: Callable[[float], None]) -> Any:
         info = meta.get(item.input)
         if not isinstance(info, dict):
             raise ValueError(f"{item.input}: no metadata for this key")

@@ -131,7 +131,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (InputError, ValueError, Look
 
 def run_batch(
     items: list[Item],
-    job: Callable[[Item], object],
+    job: Callable[[Item, Callable[[float], None]], object],
     console: Console,
     *,
     description: str,
@@ -139,7 +139,10 @@ def run_batch(
     quiet: bool = False,
     audio_seconds: Callable[[object], float] = lambda r: 0.0,
 ) -> tuple[list[object], int]:
-    """Run ``job`` per item under a progress bar -> ``(reports, failures)``.
+    """Run ``job(item, tick)`` per item under a progress bar -> ``(reports, failures)``.
+
+    ``tick(fraction)`` moves the bar within the current item (a long audio file is read and
+    written chunk by chunk), so one long file shows progress too.
 
     A failure prints ``error: <message>`` (one line) and the batch goes on; with ``debug`` the
     exception propagates with its traceback instead.
@@ -147,17 +150,21 @@ def run_batch(
     reports: list[object] = []
     failures = 0
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True, disable=quiet or len(items) < 2) as progress:
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
         task = progress.add_task(description, total=len(items), audio_s=0.0)
         audio = 0.0
-        for item in items:
-            progress.update(task, description=f"{description} {Path(item.input).name}")
+        for index, item in enumerate(items):
+            progress.update(task, description=f"{description} {Path(item.input).name}", completed=index)
+
+            def tick(fraction: float, index: int = index) -> None:
+                progress.update(task, completed=index + min(1.0, max(0.0, fraction)))
+
             if item.error:
                 console.print(f"[red]error:[/red] {item.error}", highlight=False, soft_wrap=True)
                 failures += 1
             else:
                 try:
-                    report = job(item)
+                    report = job(item, tick)
                     reports.append(report)
                     audio += audio_seconds(report)
                 except KeyboardInterrupt:
@@ -167,7 +174,7 @@ def run_batch(
                         raise
                     failures += 1
                     console.print(f"[red]error:[/red] {_message(item, err)}", highlight=False, soft_wrap=True)
-            progress.update(task, advance=1, audio_s=audio)
+            progress.update(task, completed=index + 1, audio_s=audio)
     return reports, failures
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -244,6 +244,15 @@ def decompress(data: bytes, model: str | Path | Codec | None = None, device: str
     return from_model_channels(y, source)[0], {**header, "source": source}
 
 
+def _counted(blocks: Iterable[Tensor], total: int, progress: Callable[[float], None]) -> Iterator[Tensor]:
+    """Pass blocks ``(C, n)`` through, reporting the fraction of ``total`` frames seen."""
+    done = 0
+    for block in blocks:
+        yield block
+        done += block.shape[-1]
+        progress(min(1.0, done / max(1, total)))
+
+
 def compress_file(
     input: str | Path,
     output: str | Path,
@@ -257,11 +266,13 @@ def compress_file(
     force: bool = False,
     tile: int | None = None,
     overlap: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[FileReport, bytes]:
     """Compress one media file (or its bytes in ``data``) to ``output`` (``"-"``: not written).
 
     Returns the report and the file's bytes. Raises :class:`~codec.io.InputError` for bad input,
-    ``FileExistsError`` when ``output`` exists and ``force`` is false.
+    ``FileExistsError`` when ``output`` exists and ``force`` is false. ``progress`` is called with
+    the fraction of the input read so far (audio is read and encoded chunk by chunk).
     """
     t0 = time.perf_counter()
     name = str(input)
@@ -274,6 +285,8 @@ def compress_file(
     size_in = len(data) if data is not None else Path(input).stat().st_size if Path(input).is_file() else 0
     if modality == "audio":
         meta, blocks = open_audio(src)
+        if progress is not None:
+            blocks = _counted(blocks, meta["frames"], progress)
         out = compress_blocks(blocks, meta, rate=rate, model=model, device=device, tile=tile, overlap=overlap)
         units = {"duration_s": meta["frames"] / meta["sample_rate"]}
     else:
@@ -300,8 +313,12 @@ def decompress_file(
     format: str | None = None,
     device: str = "cpu",
     force: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> FileReport:
-    """Decode one ``.vqc`` file (or its bytes in ``data``) into a media file at ``output``."""
+    """Decode one ``.vqc`` file (or its bytes in ``data``) into a media file at ``output``.
+
+    ``progress`` is called with the fraction of the output written so far (audio is decoded and
+    written chunk by chunk)."""
     t0 = time.perf_counter()
     if data is None:
         p = Path(input)
@@ -315,6 +332,8 @@ def decompress_file(
     codec = model_for(data, model, device)
     if codec.modality == "audio":
         header, source, blocks = decompress_blocks(data, codec, device)
+        if progress is not None:
+            blocks = _counted(blocks, source["frames"], progress)
         _, frames = write_audio(output, blocks, source["sample_rate"], source["channels"], source, format=format, force=force)
         units: dict[str, Any] = {"duration_s": frames / source["sample_rate"]}
     else:

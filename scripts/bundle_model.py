@@ -110,8 +110,17 @@ def _training(run: Path) -> dict:
         rows = list(csv.DictReader(open(log)))
         train = [r for r in rows if r["split"] == "train"]
         if train:
+            # a resumed run restarts the clock: sum the segments (a segment ends where time goes back)
             info["steps"] = int(train[-1]["step"])
-            info["wall_s"] = float(train[-1]["time_s"])
+            ends, last = [], -1.0
+            for r in rows:
+                t = float(r["time_s"])
+                if t < last:
+                    ends.append(last)
+                last = t
+            ends.append(last)
+            info["wall_s"] = sum(ends)
+            info["segments"] = len(ends)
     cfg = run / "config.json"
     if cfg.is_file():
         info["config"] = json.loads(cfg.read_text())
@@ -134,8 +143,10 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         "",
         "## Training",
         "",
-        f"* Recipe: `vqcodec train {recipe} --config {preset}` (`recipes/{recipe}.py`, preset `{preset}`), "
-        f"{training.get('steps', '?')} steps, {training.get('wall_s', float('nan')) / 60:.0f} min wall time.",
+        f"* Recipe: `{args.command or f'vqcodec train {recipe} --config {preset}'}` (`recipes/{recipe}.py`, "
+        f"preset `{preset}`), {training.get('steps', '?')} steps, {training.get('wall_s', float('nan')) / 60:.0f} min "
+        f"wall time" + (f" in {training['segments']} segments (resumed from checkpoints)" if training.get("segments", 1) > 1
+                        else "") + ".",
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
         f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data.",
@@ -160,7 +171,8 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
     ]
     for r in rows:
         lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
-    lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2: see the README (`vqcodec eval`).", ""]
+    lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2 on the evaluation sets: the README's "
+              "\"Bundled models\" section and `docs/eval/` (made by `python scripts/eval_bundled.py`, i.e. `vqcodec eval`).", ""]
     return "\n".join(lines)
 
 
@@ -173,6 +185,8 @@ def main() -> None:
     ap.add_argument("--val", type=Path, default=None, help="validation data for measured rates")
     ap.add_argument("--fit-files", type=int, default=24)
     ap.add_argument("--val-files", type=int, default=8)
+    ap.add_argument("--command", default=None, help="the training command(s) for the model card "
+                    "(default: vqcodec train RECIPE --config PRESET)")
     ap.add_argument("--default", action="store_true")
     ap.add_argument("--description", default="")
     ap.add_argument("--hardware", default=f"CPU: {platform.machine()}, {__import__('os').cpu_count()} cores, no GPU")

@@ -56,7 +56,7 @@ def update_readme(names: list[str], readme: Path = ROOT / "README.md") -> list[s
         table = "\n".join(line for line in summary.read_text().splitlines() if line.startswith("|"))
         block = (f"`{shlex.join(command(name))}` ([CSV](docs/eval/{name}/results.csv))\n\n{table}\n\n"
                  f"![rate-distortion: {name}](docs/eval/{name}/rd.png)\n")
-        text = pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+        text = pattern.sub(lambda m, block=block: m.group(1) + block + m.group(2), text)
         done.append(name)
     readme.write_text(text)
     return done

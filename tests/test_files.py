@@ -88,6 +88,17 @@ def test_audio_files_keep_rate_length_channels_and_sample_format(model_dirs, med
         assert (b.samplerate, b.channels, b.frames, b.subtype) == (a.samplerate, a.channels, a.frames, a.subtype)
 
 
+def test_long_audio_reports_progress_chunk_by_chunk(model_dirs, tmp_path):
+    src = tmp_path / "long.wav"
+    sf.write(src, (np.random.default_rng(0).random(8000 * 25) - 0.5).astype(np.float32), 8000)  # 25 s: 3 blocks
+    seen: dict[str, list[float]] = {"compress": [], "decompress": []}
+    compress_file(src, tmp_path / "a.vqc", rate="max", model=model_dirs["audio"], progress=seen["compress"].append)
+    decompress_file(tmp_path / "a.vqc", tmp_path / "b.wav", model=model_dirs["audio"], progress=seen["decompress"].append)
+    for fractions in seen.values():
+        assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] < 0.5
+    assert sf.info(tmp_path / "b.wav").frames == 8000 * 25
+
+
 def test_tokens_round_trip_through_the_library(model_dirs, media):
     tokens, source, model = tokenize_file(media / "tone.wav", rate="n3", model=model_dirs["audio"])
     assert tokens.codes.shape == (2, 3, 150) and tokens.codes.dtype == torch.int64  # 2 s at 75 frames/s
