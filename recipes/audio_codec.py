@@ -79,6 +79,8 @@ PRESETS = {
     # The bundled audio-v1, sized for a 2-core CPU: a narrow SEANet (16 channels, hop 320 at
     # 24 kHz) and 16 residual levels, each a RAQ codebook (base 1024) resized to 64, 256 or 1024
     # codes, so rate points span 1 x 6 bits x 75 Hz = 0.45 kbps to 16 x 10 x 75 = 12 kbps.
+    # audio-v1 ran this schedule for 1,400 steps, then was resumed with longer ones
+    # (--set steps=4500, then steps=5400; see its model card): 5,400 steps is the full schedule.
     "cpu-v1": AudioCodecConfig(
         data="data/audio",
         out="runs/audio_cpu_v1",
@@ -87,7 +89,7 @@ PRESETS = {
                               min_codebook_size=64, max_codebook_size=1024, rate_points=[64, 256, 1024],
                               forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
         # the mel term's gradient norm is ~30-70 here: clipping at 1.0 would cut the step 50-fold
-        segment_seconds=0.5, batch_size=8, steps=1400, warmup_steps=100, lr=5e-4, grad_clip=1000.0,
+        segment_seconds=0.5, batch_size=8, steps=5400, warmup_steps=100, lr=5e-4, grad_clip=1000.0,
         ema_decay=0.995, val_every=350, val_clips=4, val_seconds=3.0, log_every=50, checkpoint_every=250, bf16=False,
     ),
     "raq-debug": AudioCodecConfig(
