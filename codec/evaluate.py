@@ -294,7 +294,9 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
 
     A size-matched baseline (setting ``"<= POINT"``) gets one entry over the files it could reach,
     and ``delta``: the mean of ours minus it in the first quality metric (PSNR, else PESQ) over
-    those same files — positive where ours is better.
+    those same files — positive where ours is better. A fixed-rate baseline (Opus at 6 kbps, a
+    Codec2 mode) is compared per file with our best evaluated point whose real rate is not above
+    its own (``delta`` over the files where such a point exists, ``paired`` of them).
     """
     groups: dict[tuple[str, str], list[Row]] = {}
     ours: dict[tuple[str, str], Row] = {}
@@ -312,12 +314,20 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
         for k in names:
             vals = [r.metrics[k] for r in ok if not math.isnan(r.metrics.get(k, float("nan")))]
             entry[k] = float(np.mean(vals)) if vals else float("nan")
-        if codec != "vqcodec" and setting.startswith("<= ") and primary:
-            pairs = [(ours[(r.file, setting[3:])].metrics.get(primary, float("nan")), r.metrics.get(primary, float("nan")))
-                     for r in ok if (r.file, setting[3:]) in ours]
+        if codec != "vqcodec" and primary:
+            pairs = []
+            for r in ok:
+                if setting.startswith("<= "):
+                    mine = ours.get((r.file, setting[3:]))
+                else:  # our highest-rate row on this file at or below its rate
+                    cands = [o for (f, _), o in ours.items() if f == r.file and o.rate <= r.rate * (1 + 1e-9)]
+                    mine = max(cands, key=lambda o: o.rate, default=None)
+                if mine is not None:
+                    pairs.append((mine.metrics.get(primary, float("nan")), r.metrics.get(primary, float("nan"))))
             diffs = [a - b for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
             if diffs:
                 entry["delta"] = float(np.mean(diffs))
+                entry["paired"] = len(diffs)
         out.append(entry)
     return out
 
@@ -337,10 +347,14 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
     md = [f"# {title}", "", f"Means over files; rates are real ({unit}, from file sizes)."]
     deltas = any("delta" in e for e in summary)
     primary = next((m for m in ("psnr", "pesq") if m in metric_names), "")
-    if deltas:
+    if deltas and any(e["setting"].startswith("<= ") for e in summary):
         md.append(f"A baseline at `<= POINT` is at its best quality not larger than our file at POINT, per file; "
                   f"its means are over the files it can reach (`files`), and `ours - it` is our {primary} minus its "
                   f"{primary} on those files (positive: ours is better). Where it cannot reach, ours is smaller.")
+    elif deltas:
+        md.append(f"`ours - it`: per file, our {primary} at our best evaluated point whose real rate is not above "
+                  f"the baseline's, minus the baseline's {primary}; the mean over the files where such a point "
+                  f"exists (`n=`). Positive: ours is better at no more bits.")
     md.append("")
     extra = [f"ours - it ({primary})"] if deltas else []
     md.append("| codec | setting | files | " + unit + " | " + " | ".join(metric_names + extra) + " |")
@@ -349,7 +363,8 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
         files = f"{e['files']}" if e["files"] == e["of"] else f"{e['files']} of {e['of']}"
         vals = ["-" if math.isnan(e.get(k, float("nan"))) else f"{e[k]:.4g}" for k in metric_names]
         if deltas:
-            vals.append(f"{e['delta']:+.2f}" if "delta" in e else "-")
+            paired = f" (n={e['paired']})" if "delta" in e and e["paired"] != e["files"] else ""
+            vals.append(f"{e['delta']:+.2f}{paired}" if "delta" in e else "-")
         rate = "-" if math.isnan(e["rate"]) else f"{e['rate']:.4g}"
         md.append(f"| {e['codec']} | {e['setting']} | {files} | {rate} | {' | '.join(vals)} |")
     md_path = folder / "summary.md"

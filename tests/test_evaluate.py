@@ -79,6 +79,8 @@ def test_audio_eval_with_opus_and_codec2(model_dirs, speech_dir, tmp_path):
     c2 = [r for r in rows if r["codec"] == "codec2" and r["setting"] == "3200"]
     assert len(c2) == 2 and all(2.5 < float(r["kbps"]) < 3.6 for r in c2)  # raw frames: the mode's rate
     assert any(r["codec"] == "opus" for r in rows)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "ours - it (pesq)" in summary  # fixed-rate baselines are paired with our point at no more bits
 
 
 def test_bad_eval_requests(model_dirs, image_dir, tmp_path):
