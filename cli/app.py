@@ -546,6 +546,7 @@ def evaluate(
     baselines: Optional[str] = typer.Option(None, help="Comma-separated: jpeg,webp,avif (images) or opus,codec2 (audio); default: all of the modality; 'none' for none."),
     max_files: Optional[int] = typer.Option(None, min=1, help="Evaluate this many files, spread evenly over the sorted folder."),
     max_seconds: Optional[float] = typer.Option(None, min=0.5, help="Audio: evaluate the first this many seconds of each file."),
+    min_seconds: Optional[float] = typer.Option(None, min=0.0, help="Audio: leave out files shorter than this (container headers dominate tiny clips)."),
     device: Device = DEVICE,
     debug: bool = DEBUG,
 ) -> None:
@@ -580,7 +581,11 @@ def evaluate(
     run = evaluate_images if kind == "image" else evaluate_audio
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"), max_files, max_seconds)
+        extra = {"min_seconds": min_seconds} if kind == "audio" else {}
+        if min_seconds and kind != "audio":
+            _fail("--min-seconds applies to audio")
+        rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
+                      max_files, max_seconds, **extra)
     unit = "bpp" if kind == "image" else "kbps"
     paths = write_report(rows, output, unit, f"{m.name or model} on {folder.name}")
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)

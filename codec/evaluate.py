@@ -246,16 +246,26 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
 
 def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
-    limit: int | None = None, max_seconds: float | None = None,
+    limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
 ) -> list[Row]:
-    """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting)."""
+    """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
+
+    ``min_seconds`` leaves out shorter files (before ``limit`` spreads the choice over the rest):
+    on a one-second clip the container headers of every codec are a large share of the rate.
+    """
+    import soundfile as sf
+
     from codec.files import compress_signal, decompress
 
     baselines = [b for b in baselines if b not in missing_tools(baselines)]
     rows: list[Row] = []
-    files = _files(folder, AUDIO_SUFFIXES, limit)
+    files = _files(folder, AUDIO_SUFFIXES)
+    if min_seconds:
+        files = [f for f in files if sf.info(str(f)).duration >= min_seconds]
+    if limit and len(files) > limit:
+        files = [files[int(i * len(files) / limit)] for i in range(limit)]
     if not files:
-        raise FileNotFoundError(f"{folder}: no audio files")
+        raise FileNotFoundError(f"{folder}: no audio files" + (f" of at least {min_seconds:g} s" if min_seconds else ""))
     for path in files:
         wav, meta = read_audio(path)
         sr = meta["sample_rate"]

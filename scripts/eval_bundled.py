@@ -27,7 +27,7 @@ DOCS = ROOT / "docs" / "eval"
 EVALS: dict[str, list[str]] = {
     "image-v1-photos": ["data/eval/images", "-m", "image-v1",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
-    "audio-v1-speech": ["data/eval/speech", "-m", "audio-v1", "--max-files", "48",
+    "audio-v1-speech": ["data/eval/speech", "-m", "audio-v1", "--min-seconds", "2",
                         "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
     "audio-v1-music": ["data/eval/music", "-m", "audio-v1", "--max-seconds", "20", "--baselines", "opus",
                        "--rates", "1.5kbps,3kbps,6kbps,12kbps"],

@@ -70,6 +70,17 @@ def test_audio_eval_reports_missing_tools(model_dirs, speech_dir, tmp_path, monk
     assert (tmp_path / "report" / "rd.png").is_file()
 
 
+def test_audio_eval_leaves_out_clips_shorter_than_min_seconds(model_dirs, speech_dir, tmp_path):
+    sf.write(speech_dir / "short.wav", np.zeros(4000, np.float32) + 0.1, 16000)  # 0.25 s
+    args = ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--rates", "max", "--baselines", "none"]
+    out = runner.invoke(app, [*args, "--min-seconds", "0.5", "-o", str(tmp_path / "r1")])
+    assert out.exit_code == 0, out.output
+    assert {r["file"] for r in csv.DictReader(open(tmp_path / "r1" / "results.csv"))} == {"s0.wav", "s1.wav"}
+    out = runner.invoke(app, [*args, "--min-seconds", "5", "-o", str(tmp_path / "r2")])
+    assert out.exit_code == 1 and "no audio files of at least 5 s" in " ".join(out.output.split())
+    assert not (tmp_path / "r2").exists()
+
+
 @pytest.mark.skipif(bool(missing_tools(["opus", "codec2"])), reason="opus-tools / codec2 not installed")
 def test_audio_eval_with_opus_and_codec2(model_dirs, speech_dir, tmp_path):
     out = runner.invoke(app, ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--rates", "max",
