@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -406,8 +407,36 @@ class Codec(nn.Module):
         return digest
 
     def train(self, mode: bool = True) -> "Codec":
+        if mode and self.inference_only:
+            raise RuntimeError(f"{self.name or 'this model'} was published for inference only (its training state is "
+                               "not in the weights): fine-tune from the training run's checkpoint instead")
         self._sha256 = None
         return super().train(mode)
+
+    @property
+    def inference_only(self) -> bool:
+        """Whether training-only state (e.g. RAQ's codebook generator) was left out of the weights."""
+        return bool(self.config and self.config.get("inference_only"))
+
+    def strip_training_state(self, publish: bool = True) -> None:
+        """Drop what only training needs (RAQ codebook generators, EMA sums) before publishing.
+
+        Decoding is unchanged: RAQ's codebooks of every rate point are generated into the weights
+        first (``publish``; off when loading an already stripped model). The model cannot be
+        trained afterwards, and RAQ serves only its published codebook sizes.
+        """
+        if self.config is None:
+            raise ValueError("this Codec was assembled by hand; build it with Codec.build to strip it")
+        self.eval()
+        for module in self.modules():
+            strip = getattr(module, "strip_training_state", None)
+            if module is not self and callable(strip):
+                if "publish" in inspect.signature(strip).parameters:
+                    strip(publish=publish)
+                else:
+                    strip()
+        self.config["inference_only"] = True
+        self._sha256 = None
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
         self._sha256 = None
@@ -926,7 +955,7 @@ class Codec(nn.Module):
         if self.config is not None:
             self.config["name"] = name if name is not None else (self.config.get("name") or folder.name)
         config = self.export_config()
-        publish = getattr(self.quantizer, "publish", None)
+        publish = None if self.inference_only else getattr(self.quantizer, "publish", None)
         if callable(publish):  # RAQ: store the adapted codebooks of every rate point
             publish()
             self._sha256 = None  # published buffers are part of the weights
@@ -960,6 +989,8 @@ class Codec(nn.Module):
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
         model = cls.from_config(config)
+        if model.inference_only:
+            model.strip_training_state(publish=False)
         state = load_file(str(w_path), device=str(device))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -984,6 +1015,8 @@ def _validate_config(config: Mapping[str, Any]) -> None:
             raise ValueError(f"model config: {part!r} must be {{'name': str, 'kwargs': {{...}}}}")
     if not isinstance(config.get("name", ""), str):
         raise ValueError("model config: 'name' must be a string")
+    if not isinstance(config.get("inference_only", False), bool):
+        raise ValueError("model config: 'inference_only' must be true or false")
     rates = config.get("measured_rates", {})
     if not isinstance(rates, Mapping) or not all(isinstance(v, (int, float)) and v > 0 for v in rates.values()):
         raise ValueError("model config: measured_rates must map point names to positive numbers")

@@ -9,7 +9,9 @@ From a recipe run folder (``export/`` + ``config.json`` + ``log.csv``) this
 2. measures every rate point's **real** rate and quality on validation data (``--val``):
    the mean size of the ``.vqc`` files written, header included, over pixels or seconds,
 3. writes ``codec/weights/<name>/`` (safetensors weights, entropy tables, ``config.json`` with
-   the name and measured rates, ``MODEL_CARD.md``), and
+   the name and measured rates, ``MODEL_CARD.md``) for inference: RAQ's codebooks of every rate
+   point are stored and its generator and EMA sums are left out (``--keep-training-state``
+   keeps them), and
 4. records the name, weights hash and modality in ``codec/weights/index.json`` (``--default``
    makes it the modality's default). A name that exists with other weights is refused: new
    weights get a new name, so files made by an old one stay decodable.
@@ -150,6 +152,9 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
         f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data.",
+        *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
+           "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
+          if model.inference_only else []),
         "",
         "## Licence of the weights",
         "",
@@ -188,6 +193,8 @@ def main() -> None:
     ap.add_argument("--command", default=None, help="the training command(s) for the model card "
                     "(default: vqcodec train RECIPE --config PRESET)")
     ap.add_argument("--default", action="store_true")
+    ap.add_argument("--keep-training-state", action="store_true",
+                    help="publish the RAQ codebook generators and EMA state too (larger; fine-tunable)")
     ap.add_argument("--description", default="")
     ap.add_argument("--hardware", default=f"CPU: {platform.machine()}, {__import__('os').cpu_count()} cores, no GPU")
     args = ap.parse_args()
@@ -206,6 +213,8 @@ def main() -> None:
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name
+    if not args.keep_training_state:
+        model.strip_training_state()  # RAQ generators and EMA sums: training state, not needed to code
     model.save(target, metadata={"name": args.name}, name=args.name)
     loaded = Codec.load(target)
     sha = loaded.weights_sha256()

@@ -113,6 +113,35 @@ def test_save_load_gives_identical_outputs(tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["modality"] == "audio"
 
 
+def test_inference_only_models_code_identically_without_training_state(tmp_path):
+    torch.manual_seed(0)
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
+        codebook_size=64, num_levels=2, quantizer="raq", min_codebook_size=4, max_codebook_size=64,
+        rate_points=[4, 16, 64], forcing="official", base_kwargs=dict(init="kmeans")))
+    codec.train()(torch.rand(2, 1, 3000) * 2 - 1)
+    codec.eval()
+    codec.save(tmp_path / "full")
+    codec.strip_training_state()
+    codec.save(tmp_path / "slim")
+    full, slim = Codec.load(tmp_path / "full"), Codec.load(tmp_path / "slim")
+    from safetensors import safe_open
+
+    keys = {k: set(safe_open(str(tmp_path / k / "model.safetensors"), "pt").keys()) for k in ("full", "slim")}
+    left_out = keys["full"] - keys["slim"]
+    assert left_out and keys["slim"] < keys["full"]
+    assert all(".generator." in k or k.endswith("embed_sum") for k in left_out)
+    assert slim.inference_only and not full.inference_only
+    x = torch.rand(1, 1, 4321) * 2 - 1
+    for point in full.rate_points():
+        a, b = full.encode(x, point.name), slim.encode(x, point.name)
+        assert torch.equal(a.codes, b.codes) and torch.equal(full.decode(a), slim.decode(b))
+    assert slim.weights_sha256() == Codec.load(tmp_path / "slim").weights_sha256() == codec.weights_sha256()
+    with pytest.raises(RuntimeError, match="inference only"):
+        slim.train()
+    with pytest.raises(ValueError, match="not one of the published sizes"):
+        slim.quantizer.levels[0].codebook(8)
+
+
 def test_load_refuses_foreign_or_mismatched_files(tmp_path):
     codec = audio_rvq()
     folder = codec.save(tmp_path / "m")

@@ -98,6 +98,11 @@ class Codebook(nn.Module):
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("initialized", torch.tensor(False))
 
+    def strip_training_state(self) -> None:
+        """Leave the EMA sums (training state) out of the saved weights; they cannot be trained after."""
+        if "embed_sum" in self._buffers:
+            self._non_persistent_buffers_set.add("embed_sum")
+
     # -- lookup ---------------------------------------------------------------------------------
     def search(self, h: Tensor) -> Tensor:
         """Nearest codeword index for each row of ``h`` ``(M, D)`` -> ``(M,)`` long."""

@@ -341,7 +341,9 @@ class RAQ(Quantizer):
             if size in self._cache:
                 return self._cache[size]
         if self.adapter == "seq2seq":
-            assert self.generator is not None
+            if self.generator is None:
+                raise ValueError(f"codebook size {size} is not one of the published sizes {self.published_sizes} "
+                                 "of this inference-only model")
             if size > self.generator.max_codebook_size:
                 raise ValueError(f"codebook size {size} exceeds the generator's {self.generator.max_codebook_size}")
             book = self.generator(base.detach(), size)
@@ -384,10 +386,24 @@ class RAQ(Quantizer):
 
     def train(self, mode: bool = True) -> "RAQ":
         """Switching to training clears the cache and marks published codebooks stale (weights will move)."""
+        if mode and self.adapter == "seq2seq" and self.generator is None:
+            raise RuntimeError("this RAQ quantizer was stripped for inference (no codebook generator): "
+                               "train from a training checkpoint instead")
         self._cache.clear()
         if mode:
             self.published_valid.fill_(False)
         return super().train(mode)
+
+    def strip_training_state(self, publish: bool = True) -> None:
+        """Keep only what decoding needs: the published codebooks replace the generator.
+
+        With ``publish`` the codebooks of every rate point are generated first (from trained
+        weights); without it (loading a stripped model) they come with the weights. Afterwards
+        only the published sizes can be used, and the quantizer cannot be trained.
+        """
+        if publish:
+            self.publish()
+        self.generator = None
 
     # -- the contract -----------------------------------------------------------------------------
     def forward(self, z: Tensor, codebook_size: int | None = None) -> QuantizerOutput:
