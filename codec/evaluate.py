@@ -145,20 +145,21 @@ def evaluate_images(
             progress(f"{path.name} @ {rate}")
             out = compress_signal(x, rate=rate, model=model, modality="image", source=meta)
             y, _ = decompress(out.data, model=model)
-            rows.append(Row(path.name, "vqcodec", out.point.name, len(out.data), 8 * len(out.data) / pixels,
-                            image_quality(x, y[None])))
+            label = _label(rate, out.point.name)
+            rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
+                            8 * len(out.data) / pixels, image_quality(x, y[None])))
             for name in baselines:
                 fmt = name.upper()
                 found = _best_quality_within(pil, fmt, len(out.data))
                 if found is None:
-                    rows.append(Row(path.name, name, f"<= {out.point.name}: cannot reach", 0, float("nan"), {}))
+                    rows.append(Row(path.name, name, f"<= {label}: cannot reach", 0, float("nan"), {}))
                     continue
                 quality, data = found
                 dec = Image.open(io.BytesIO(data))
                 dec = dec.convert("L" if x.shape[1] == 1 else "RGB")
                 d = torch.from_numpy(np.asarray(dec, dtype=np.float32) / 255.0)
                 d = d[None, None] if d.dim() == 2 else d.permute(2, 0, 1)[None]
-                rows.append(Row(path.name, name, f"<= {out.point.name} (q={quality})", len(data), 8 * len(data) / pixels,
+                rows.append(Row(path.name, name, f"<= {label} (q={quality})", len(data), 8 * len(data) / pixels,
                                 image_quality(x, d)))
     return rows
 
@@ -278,8 +279,8 @@ def evaluate_audio(
             progress(f"{path.name} @ {rate}")
             out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta)
             y, _ = decompress(out.data, model=model)
-            rows.append(Row(path.name, "vqcodec", out.point.name, len(out.data), 8 * len(out.data) / seconds / 1000,
-                            audio_quality(ref, _mono(y), sr)))
+            rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
+                            8 * len(out.data) / seconds / 1000, audio_quality(ref, _mono(y), sr)))
         with tempfile.TemporaryDirectory() as tmp:
             settings = [("opus", f"{k:g}kbps", k) for k in OPUS_KBPS] if "opus" in baselines else []
             settings += [("codec2", m, m) for m in CODEC2_MODES] if "codec2" in baselines else []
@@ -295,8 +296,19 @@ def evaluate_audio(
 
 
 # -- report ---------------------------------------------------------------------------------------
+def _label(request: str, point: str) -> str:
+    """What a row of ours is summarised under: the request when it is a target rate (the point
+    chosen then varies with each file's size), else the point."""
+    return request if request.strip().lower().endswith(("bps", "bpp")) else point
+
+
+def _our_setting(request: str, point: str) -> str:
+    label = _label(request, point)
+    return point if label == point else f"{label} ({point})"
+
+
 def _base_setting(setting: str) -> str:
-    return setting.split(" (q=")[0].split(": cannot reach")[0]
+    return setting.split(" (")[0].split(": cannot reach")[0]
 
 
 def _summary(rows: list[Row]) -> list[dict[str, Any]]:
@@ -313,7 +325,7 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
     for r in rows:
         groups.setdefault((r.codec, _base_setting(r.setting)), []).append(r)
         if r.codec == "vqcodec":
-            ours[(r.file, r.setting)] = r
+            ours[(r.file, _base_setting(r.setting))] = r
     primary = next((m for m in ("psnr", "pesq") if any(m in r.metrics for r in rows)), None)
     out = []
     for (codec, setting), rs in groups.items():
