@@ -49,7 +49,11 @@ def main() -> None:
     speech = sorted((args.data / "eval" / "speech").glob("*.ogg"))
     if not photo.is_file() or not speech:
         raise SystemExit(f"no samples under {args.data}/eval: run scripts/get_data.sh first")
-    clip = max(speech[:40], key=lambda p: p.stat().st_size)  # a longer sentence
+    import soundfile as sf
+
+    # a spoken sentence of 3-8 s (the set also holds a few music and sound-effect clips)
+    spoken = [p for p in speech if "music" not in p.name and 3.0 <= sf.info(str(p)).duration <= 8.0]
+    clip = spoken[0] if spoken else max(speech, key=lambda p: p.stat().st_size)
     args.out.mkdir(parents=True, exist_ok=True)
     table = Table(title="vqcodec: bundled models on real samples (sizes and rates are of the .vqc files, header included)")
     for col in ("input", "request", "point", "bytes", "real rate", "quality"):
