@@ -249,6 +249,9 @@ class Codec(nn.Module):
         self.recon_loss = recon_loss
         self.config = dict(config) if config is not None else None
         self.measured_rates: dict[str, float] = dict(measured_rates or {})
+        # points a rate target chooses among (a quality-vs-rate Pareto front measured at export);
+        # empty: every point. Points outside it stay usable by name.
+        self.target_points: list[str] = list((config or {}).get("target_points", []))
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
         self._sha256: str | None = None  # weights hash, cached while the weights cannot change
@@ -289,7 +292,9 @@ class Codec(nn.Module):
         """Resolve a rate request to the best point that fits it.
 
         ``request`` is a point name, ``"max"``, ``"min"``, or ``<number><unit>`` with unit bps, kbps
-        or bpp (case-insensitive). The chosen point has the highest rate not above the request.
+        or bpp (case-insensitive). The chosen point has the highest rate not above the request,
+        among the model's :attr:`target_points` (its measured best quality-for-rate points) when
+        it lists them and one fits.
         A unit of the other modality, or a request below the lowest point, raises
         :class:`RateError` listing the available rates. Audio rates are per channel; with
         ``channels`` > 1 a target in kbps is for all channels together.
@@ -318,7 +323,16 @@ class Codec(nn.Module):
         fitting = [p for p in points if p.rate * channels <= value * (1 + 1e-9)]
         if not fitting:
             raise RateError(f"{text} is below the lowest rate of this codec. Available: {available}")
-        return max(fitting, key=lambda p: (p.rate, p.nominal))
+        preferred = [p for p in fitting if p.name in self.target_points]
+        return max(preferred or fitting, key=lambda p: (p.rate, p.nominal))
+
+    def _ladder(self, point: RatePoint) -> list[RatePoint]:
+        """The points a target request may step down to from ``point``, lowest first: the
+        :attr:`target_points` (measured best quality for their rate) when ``point`` is one of them."""
+        points = self.rate_points()
+        if point.name in self.target_points:
+            points = [p for p in points if p.name in self.target_points]
+        return [p for p in points if (p.rate, p.nominal) <= (point.rate, point.nominal)]
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> CodecOutput:
@@ -637,7 +651,7 @@ class Codec(nn.Module):
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
         point = self.select_rate(request, channels=channels)
         target = self._target(request)
-        ladder = [p for p in self.rate_points() if (p.rate, p.nominal) <= (point.rate, point.nominal)]
+        ladder = self._ladder(point)
         notes: list[str] = []
         while True:
             data = self._write(point, tokens, grid, shape, metadata)
@@ -940,7 +954,10 @@ class Codec(nn.Module):
     def export_config(self) -> dict[str, Any]:
         if self.config is None:
             raise ValueError("this Codec was assembled by hand; build it with Codec.build to save it")
-        return {**self.config, "modality": self.modality, "measured_rates": dict(self.measured_rates)}
+        out = {**self.config, "modality": self.modality, "measured_rates": dict(self.measured_rates)}
+        if self.target_points:
+            out["target_points"] = list(self.target_points)
+        return out
 
     def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None, name: str | None = None) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if missing).
@@ -1015,6 +1032,9 @@ def _validate_config(config: Mapping[str, Any]) -> None:
             raise ValueError(f"model config: {part!r} must be {{'name': str, 'kwargs': {{...}}}}")
     if not isinstance(config.get("name", ""), str):
         raise ValueError("model config: 'name' must be a string")
+    targets = config.get("target_points", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError("model config: target_points must be a list of point names")
     if not isinstance(config.get("inference_only", False), bool):
         raise ValueError("model config: 'inference_only' must be true or false")
     rates = config.get("measured_rates", {})

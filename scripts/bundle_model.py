@@ -105,6 +105,18 @@ def _mean(v: list[float]) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
+def pareto_points(rows: list[dict], higher_is_better: bool) -> list[str]:
+    """Points no other point beats in quality at a lower or equal measured rate (``q1``: PSNR for
+    images; ``q2``: mel distance for audio, lower is better): what rate targets choose among."""
+    key = (lambda r: r["q1"]) if higher_is_better else (lambda r: -r["q2"])
+    front, best = [], -math.inf
+    for r in sorted(rows, key=lambda r: (r["measured"], -key(r))):
+        if key(r) > best:
+            front.append(r["point"])
+            best = key(r)
+    return front
+
+
 def _training(run: Path) -> dict:
     info: dict = {}
     log = run / "log.csv"
@@ -176,6 +188,9 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
     ]
     for r in rows:
         lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
+    if model.target_points:
+        lines += ["", f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in {q1 if unit == 'bpp' else q2} "
+                  f"at a lower measured rate: {', '.join(model.target_points)}. Every point stays usable by name."]
     lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2 on the evaluation sets: the README's "
               "\"Bundled models\" section and `docs/eval/` (made by `python scripts/eval_bundled.py`, i.e. `vqcodec eval`).", ""]
     return "\n".join(lines)
@@ -210,6 +225,7 @@ def main() -> None:
     val_x = signals(model, val, args.val_files)
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
+    model.target_points = pareto_points(rows, higher_is_better=kind == "image")
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name

@@ -74,6 +74,17 @@ def test_measured_rates_drive_selection():
     assert "measured 1.9 kbps" in codec.select_rate("n3").describe()
 
 
+def test_rate_targets_choose_among_target_points():
+    codec = audio_rvq()
+    names = [p.name for p in codec.rate_points()]  # n1..n4
+    codec.target_points = ["n1", "n3"]  # n2 and n4: measured worse for their rate
+    assert codec.select_rate("max").name == "n4" and codec.select_rate("n2").name == "n2"  # by name: any point
+    assert codec.select_rate(f"{codec.rate_points()[1].rate}kbps").name == "n1"
+    assert codec.select_rate("100kbps").name == "n3"
+    assert [p.name for p in codec._ladder(codec.rate_points()[2])] == ["n1", "n3"]
+    assert [p.name for p in codec._ladder(codec.rate_points()[1])] == names[:2]  # off the front: every point
+
+
 def test_forward_losses_and_gradients():
     codec = audio_rvq().train()
     x = torch.rand(2, 1, 3000) * 2 - 1
@@ -102,6 +113,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
     codec.train()(torch.rand(2, 1, 3000) * 2 - 1)  # move k-means init, EMA state
     codec.eval()
     codec.measured_rates = {"n2": 1.4}
+    codec.target_points = ["n1", "n4"]
     codec.save(tmp_path / "m", metadata={"note": "test"})
     loaded = Codec.load(tmp_path / "m")
     x = torch.rand(1, 2, 4321) * 2 - 1
@@ -109,7 +121,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
         a, b = codec.encode(x, rate), loaded.encode(x, rate)
         assert torch.equal(a.codes, b.codes)
         assert torch.equal(codec.decode(a), loaded.decode(b))
-    assert loaded.measured_rates == {"n2": 1.4}
+    assert loaded.measured_rates == {"n2": 1.4} and loaded.target_points == ["n1", "n4"]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["modality"] == "audio"
 
 
