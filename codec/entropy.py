@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "encode_tile", "decode_tile", "packed_bits", "PACKED", "RANGE"]
+__all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "encode_tile", "decode_tile", "packed_bits", "PACKED", "RANGE", "CONTEXT",
+           "ContextTable", "ColumnContexts", "fit_column_contexts", "encode_context_columns", "decode_context_columns"]
 
 MAX_SYMBOLS = 1 << 28  # a hard bound on symbols in one call, checked before allocating
 
@@ -217,8 +218,12 @@ def decode_columns(
 PACKED, RANGE = 0, 1  # the tag byte that starts a tile's payload
 
 
-def encode_tile(columns: np.ndarray | Tensor, sizes: list[int], tables: list[FrequencyTable] | None = None) -> bytes:
-    """One tile's payload: a tag byte, then its columns range-coded or bit-packed, whichever is smaller.
+def encode_tile(
+    columns: np.ndarray | Tensor, sizes: list[int], tables: list[FrequencyTable] | None = None,
+    grid: tuple[int, ...] | None = None, contexts: list[ColumnContexts | None] | None = None,
+) -> bytes:
+    """One tile's payload: a tag byte, then its columns bit-packed, range-coded, or range-coded
+    with context tables (``grid`` ``(B, *S)`` and ``contexts`` given), whichever is smallest.
 
     Range coding wins on data like the tables' training data; on data far from it (a rare
     code can cost more than ``log2 K`` bits), bit packing caps the payload at the nominal
@@ -227,11 +232,17 @@ def encode_tile(columns: np.ndarray | Tensor, sizes: list[int], tables: list[Fre
     packed = bytes([PACKED]) + encode_columns(columns, sizes, None)
     if tables is None:
         return packed
-    ranged = bytes([RANGE]) + encode_columns(columns, sizes, tables)
-    return ranged if len(ranged) <= len(packed) else packed
+    best = min(packed, bytes([RANGE]) + encode_columns(columns, sizes, tables), key=len)
+    if contexts is not None and grid is not None and any(c is not None for c in contexts):
+        ctx = bytes([CONTEXT]) + encode_context_columns(columns, grid, sizes, tables, contexts)
+        best = min(best, ctx, key=len)
+    return best
 
 
-def decode_tile(data: bytes, count: int, sizes: list[int], tables: list[FrequencyTable] | None = None) -> np.ndarray:
+def decode_tile(
+    data: bytes, count: int, sizes: list[int], tables: list[FrequencyTable] | None = None,
+    grid: tuple[int, ...] | None = None, contexts: list[ColumnContexts | None] | None = None,
+) -> np.ndarray:
     """Inverse of :func:`encode_tile` -> ``(count, len(sizes))`` int64; ``ValueError`` if corrupt."""
     if not data:
         raise ValueError("empty tile payload")
@@ -240,11 +251,308 @@ def decode_tile(data: bytes, count: int, sizes: list[int], tables: list[Frequenc
         return decode_columns(body, count, sizes, None)
     if tag == RANGE and tables is not None:
         return decode_columns(body, count, sizes, tables)
+    if tag == CONTEXT and tables is not None and contexts is not None and grid is not None:
+        if math.prod(grid) != count:
+            raise ValueError(f"grid {grid} does not hold {count} positions")
+        return decode_context_columns(body, grid, sizes, tables, contexts)
     raise ValueError(f"unknown payload coding tag {tag}")
 
 
-def min_tile_bits(data: bytes, sizes: list[int], tables: list[FrequencyTable] | None) -> float:
+def min_tile_bits(
+    data: bytes, sizes: list[int], tables: list[FrequencyTable] | None,
+    contexts: list[ColumnContexts | None] | None = None,
+) -> float:
     """Fewest bits per position a tile's payload can spend (used to bound what a header may claim)."""
+    def marginal(t: FrequencyTable) -> float:
+        return -math.log2(float(t.counts.max()) / float(t.counts.sum()))
+
     if data and data[0] == RANGE and tables is not None:
-        return sum(-math.log2(float(t.counts.max()) / float(t.counts.sum())) for t in tables)
+        return sum(marginal(t) for t in tables)
+    if data and data[0] == CONTEXT and tables is not None and contexts is not None:
+        return sum(marginal(t) if c is None else c.min_bits() for t, c in zip(tables, contexts))
     return float(sum(packed_bits(k) for k in sizes))
+
+
+# -- context modelling -------------------------------------------------------------------------
+#
+# A code grid ``(B, *S, L)`` (batch, spatial axes, levels) has strong dependencies a per-column
+# table cannot use: neighbouring image tokens and consecutive audio frames often share codes,
+# and a residual level depends on the level before it. A column may therefore carry *context
+# tables*, one per source:
+#
+#   ``"prev<a>"`` -- the code one step back along spatial axis ``a`` (the token above / to the
+#                    left; the previous audio frame), same column;
+#   ``"level"``   -- the code of the previous column at the same position.
+#
+# Each table holds integer rows ``(K_ctx + 1, K)``: row ``c`` is the distribution of a symbol
+# whose context symbol is ``c``, scaled to sum to about ``CONTEXT_SCALE``; the last row is used
+# where the context does not exist (the grid's first row/column/frame). A symbol's model is the
+# **sum** of its sources' rows (an equal-weight mixture), computed in int64 and divided once by
+# its exact integer total, so encoder and decoder derive bit-identical probabilities from
+# integers alone. Symbols are coded in wavefront order (by the sum of their spatial indices),
+# so the decoder can decode every position of one wavefront in a single vectorised call.
+
+CONTEXT_SCALE = 1 << 16
+CONTEXT_MAX = (1 << 16) - 1  # entries are stored as uint16
+MAX_CONTEXT_PROBS = 1 << 22  # probability-matrix entries per coder call (bounds memory)
+
+
+@dataclass(frozen=True)
+class ContextTable:
+    """Integer rows ``(K_ctx + 1, K)``, all >= 1: a symbol's distribution given a context symbol."""
+
+    rows: np.ndarray
+
+    def __post_init__(self) -> None:
+        r = np.asarray(self.rows)
+        if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 1 or not np.issubdtype(r.dtype, np.integer) or (r < 1).any():
+            raise ValueError("a context table is a 2-D array of integer counts >= 1 with at least 2 rows")
+        if (r > CONTEXT_MAX).any():
+            raise ValueError("context table entries out of range")
+        object.__setattr__(self, "rows", r.astype(np.int64))
+
+    @property
+    def num_symbols(self) -> int:
+        return int(self.rows.shape[1])
+
+    @property
+    def num_contexts(self) -> int:
+        """Context symbols ``0 .. num_contexts - 1``; row ``num_contexts`` means "none"."""
+        return int(self.rows.shape[0] - 1)
+
+    @classmethod
+    def fit(cls, symbols: np.ndarray, contexts: np.ndarray, num_symbols: int, num_contexts: int,
+            strength: float = 32.0) -> "ContextTable":
+        """Rows from paired ``symbols`` and ``contexts`` (``num_contexts`` = none), smoothed toward the
+        marginal with ``strength`` pseudo-counts: ``(n(c, s) + strength * p(s)) / (n(c) + strength)``."""
+        s = np.asarray(symbols, dtype=np.int64).reshape(-1)
+        c = np.asarray(contexts, dtype=np.int64).reshape(-1)
+        marg = np.bincount(s, minlength=num_symbols).astype(np.float64) + 1.0
+        marg /= marg.sum()
+        n = np.bincount(c * num_symbols + s, minlength=(num_contexts + 1) * num_symbols)
+        n = n.reshape(num_contexts + 1, num_symbols).astype(np.float64)
+        n[num_contexts] += np.bincount(s, minlength=num_symbols)  # "none" row: the marginal
+        p = (n + strength * marg[None]) / (n.sum(1, keepdims=True) + strength)
+        return cls(np.clip(np.rint(p * CONTEXT_SCALE), 1, CONTEXT_MAX).astype(np.int64))
+
+    def to_tensor(self) -> Tensor:
+        return torch.from_numpy(self.rows.astype(np.uint16))
+
+    @classmethod
+    def from_tensor(cls, t: Tensor) -> "ContextTable":
+        return cls(t.detach().cpu().numpy().astype(np.int64))
+
+
+@dataclass(frozen=True)
+class ColumnContexts:
+    """The context tables of one code column: ``{source: table}`` (sources as above)."""
+
+    tables: dict[str, ContextTable]
+
+    def check(self, column: int, sizes: list[int], spatial_axes: int) -> None:
+        for source, table in self.tables.items():
+            if table.num_symbols != sizes[column]:
+                raise ValueError(f"context table {source!r} of column {column} has {table.num_symbols} symbols, expected {sizes[column]}")
+            if source == "level":
+                if column == 0 or table.num_contexts != sizes[column - 1]:
+                    raise ValueError(f"context 'level' of column {column} does not match the previous column")
+            elif source.startswith("prev") and source[4:].isdigit() and int(source[4:]) < spatial_axes:
+                if table.num_contexts != sizes[column]:
+                    raise ValueError(f"context {source!r} of column {column} must have {sizes[column]} contexts")
+            else:
+                raise ValueError(f"unknown context source {source!r}")
+
+    def min_bits(self) -> float:
+        """A lower bound on the bits any symbol of this column costs."""
+        top = sum(int(t.rows.max()) for t in self.tables.values())
+        low = sum(int(t.rows.sum(1).min()) for t in self.tables.values())
+        return max(0.0, -math.log2(min(1.0, top / low)))
+
+
+def context_symbols(grid_codes: np.ndarray, column: int, source: str, none: int) -> np.ndarray:
+    """Context symbol of every position of ``grid_codes`` ``(B, *S, L)`` for ``source`` (``none`` where absent)."""
+    col = grid_codes[..., column]
+    if source == "level":
+        return grid_codes[..., column - 1].copy()
+    axis = 1 + int(source[4:])
+    out = np.full(col.shape, none, dtype=np.int64)
+    src = [slice(None)] * col.ndim
+    dst = [slice(None)] * col.ndim
+    src[axis], dst[axis] = slice(0, -1), slice(1, None)
+    out[tuple(dst)] = col[tuple(src)]
+    return out
+
+
+def _context_probs(contexts: ColumnContexts, ctx: dict[str, np.ndarray]) -> np.ndarray:
+    rows = None
+    for source, table in contexts.tables.items():
+        r = table.rows[ctx[source]]
+        rows = r if rows is None else rows + r
+    assert rows is not None
+    return rows / rows.sum(1, keepdims=True)
+
+
+def _wavefront(grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of a ``(B, *S)`` grid sorted by the sum of spatial indices, and the wavefront sizes."""
+    idx = np.indices(grid, dtype=np.int64).reshape(len(grid), -1)
+    d = idx[1:].sum(0) if len(grid) > 1 else np.zeros(idx.shape[1], dtype=np.int64)
+    order = np.argsort(d, kind="stable")
+    return order, np.bincount(d, minlength=int(d.max()) + 1 if d.size else 0)
+
+
+def _check_contexts(contexts: list[ColumnContexts | None], sizes: list[int], grid: tuple[int, ...]) -> None:
+    if len(contexts) != len(sizes):
+        raise ValueError("one context entry (or None) per column")
+    for c, cc in enumerate(contexts):
+        if cc is not None:
+            cc.check(c, sizes, len(grid) - 1)
+
+
+def encode_context_columns(
+    columns: np.ndarray | Tensor, grid: tuple[int, ...], sizes: list[int], tables: list[FrequencyTable],
+    contexts: list[ColumnContexts | None],
+) -> bytes:
+    """Columns ``(prod(grid), n)`` of a code grid ``grid = (B, *S)`` -> one range-coded stream.
+
+    A column with context tables is coded in wavefront order under the mixture of its sources'
+    rows; one without is coded under its frequency table, as :func:`encode_columns` does.
+    """
+    import constriction
+
+    a = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns).astype(np.int64)
+    count = math.prod(grid)
+    if a.ndim != 2 or a.shape != (count, len(sizes)):
+        raise ValueError(f"columns must be ({count}, {len(sizes)}), got {a.shape}")
+    for c, k in enumerate(sizes):
+        if count and (a[:, c].min() < 0 or a[:, c].max() >= k):
+            raise ValueError(f"column {c}: symbols out of range [0, {k})")
+    _check_contexts(contexts, sizes, grid)
+    if count == 0:
+        return b""
+    g = a.reshape(*grid, len(sizes))
+    order, _ = _wavefront(grid)
+    enc = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    for c, (table, cc) in enumerate(zip(tables, contexts)):
+        if cc is None:
+            enc.encode(a[:, c].astype(np.int32), _model(table))
+            continue
+        ctx = {src: context_symbols(g, c, src, t.num_contexts).reshape(-1)[order] for src, t in cc.tables.items()}
+        sym = a[order, c]
+        step = max(1, MAX_CONTEXT_PROBS // sizes[c])
+        for i in range(0, count, step):
+            probs = _context_probs(cc, {s: v[i : i + step] for s, v in ctx.items()})
+            enc.encode(sym[i : i + step].astype(np.int32), family, probs)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_context_columns(
+    data: bytes, grid: tuple[int, ...], sizes: list[int], tables: list[FrequencyTable],
+    contexts: list[ColumnContexts | None],
+) -> np.ndarray:
+    """Inverse of :func:`encode_context_columns` -> ``(prod(grid), n)`` int64; ``ValueError`` if corrupt."""
+    import constriction
+
+    count = math.prod(grid)
+    if not 0 <= count or count * max(1, len(sizes)) > MAX_SYMBOLS:
+        raise ValueError(f"symbol count {count} out of bounds")
+    _check_contexts(contexts, sizes, grid)
+    out = np.zeros((*grid, len(sizes)), dtype=np.int64)
+    if count == 0:
+        if data:
+            raise ValueError("payload for an empty signal must be empty")
+        return out.reshape(0, len(sizes))
+    if len(data) % 4 or not data:
+        raise ValueError("range-coded payload must be a non-empty multiple of 4 bytes")
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    family = constriction.stream.model.Categorical(perfect=False)
+    flat = out.reshape(count, len(sizes))  # a view: writes land in ``out``
+    order, fronts = _wavefront(grid)
+    bounds = np.concatenate([[0], np.cumsum(fronts)])
+    strides = np.array([math.prod(grid[a + 1 :]) for a in range(len(grid))], dtype=np.int64)
+    idx = np.indices(grid, dtype=np.int64).reshape(len(grid), -1)
+    try:
+        for c, (table, cc) in enumerate(zip(tables, contexts)):
+            if cc is None:
+                flat[:, c] = np.asarray(dec.decode(_model(table), count))
+                continue
+            for w in range(len(fronts)):
+                pos = order[bounds[w] : bounds[w + 1]]
+                ctx = {}
+                for src, t in cc.tables.items():
+                    if src == "level":
+                        ctx[src] = flat[pos, c - 1]
+                    else:
+                        axis = 1 + int(src[4:])
+                        has = idx[axis, pos] > 0
+                        v = np.full(pos.size, t.num_contexts, dtype=np.int64)
+                        v[has] = flat[pos[has] - strides[axis], c]
+                        ctx[src] = v
+                if ctx and any((v < 0).any() or (v > cc.tables[s].num_contexts).any() for s, v in ctx.items()):
+                    raise ValueError("context out of range")
+                flat[pos, c] = np.asarray(dec.decode(family, _context_probs(cc, ctx)))
+    except ValueError:
+        raise
+    except Exception as err:  # constriction reports a corrupt stream as a generic error
+        raise ValueError(f"corrupt range-coded payload ({err})") from None
+    for c, k in enumerate(sizes):
+        if flat[:, c].min() < 0 or flat[:, c].max() >= k:
+            raise ValueError("decoded symbols out of range: corrupt payload")
+    return flat
+
+
+CONTEXT = 2  # tile payload tag: range-coded with context tables
+
+
+def fit_column_contexts(
+    grids: list[np.ndarray], column: int, sizes: list[int], strength: float = 32.0,
+    max_symbols: int = 256, min_gain: float = 0.01,
+) -> ColumnContexts | None:
+    """Choose and fit the context tables of one column from code grids ``(B, *S, L)``.
+
+    Every combination of the available sources (previous position along each spatial axis,
+    the previous column) is fitted on the first three quarters of ``grids`` and scored by
+    cross-entropy on the rest; the best is refitted on all grids and returned if it saves at
+    least ``min_gain`` (relative) over the column's marginal table, else ``None``. Columns with
+    more than ``max_symbols`` symbols (or whose previous column has) get no tables: a table is
+    ``K_ctx * K`` integers.
+    """
+    from itertools import combinations
+
+    k = sizes[column]
+    spatial = grids[0].ndim - 2 if grids else 0
+    sources = [f"prev{a}" for a in range(spatial)] if k <= max_symbols else []
+    if column > 0 and k <= max_symbols and sizes[column - 1] <= max_symbols:
+        sources.append("level")
+    if not sources or len(grids) < 2:
+        return None
+    none = {s: (sizes[column - 1] if s == "level" else k) for s in sources}
+
+    def collect(gs: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        sym = np.concatenate([g[..., column].reshape(-1) for g in gs])
+        ctx = {s: np.concatenate([context_symbols(g, column, s, none[s]).reshape(-1) for g in gs]) for s in sources}
+        return sym, ctx
+
+    cut = max(1, (3 * len(grids)) // 4)
+    tr_s, tr_c = collect(grids[:cut])
+    te_s, te_c = collect(grids[cut:])
+    if te_s.size == 0:
+        return None
+    marg = FrequencyTable.from_codes(tr_s, k).probabilities()
+    best_bits, best = float(-np.log2(marg[te_s]).mean()), None
+    base = best_bits
+    fitted = {s: ContextTable.fit(tr_s, tr_c[s], k, none[s], strength) for s in sources}
+    for n in range(1, len(sources) + 1):
+        for combo in combinations(sources, n):
+            cc = ColumnContexts({s: fitted[s] for s in combo})
+            p = np.concatenate([
+                _context_probs(cc, {s: te_c[s][i : i + 4096] for s in combo})[np.arange(min(4096, te_s.size - i)), te_s[i : i + 4096]]
+                for i in range(0, te_s.size, 4096)
+            ])
+            bits = float(-np.log2(p).mean())
+            if bits < best_bits:
+                best_bits, best = bits, combo
+    if best is None or best_bits > base * (1 - min_gain):
+        return None
+    all_s, all_c = collect(grids)
+    return ColumnContexts({s: ContextTable.fit(all_s, all_c[s], k, none[s], strength) for s in best})

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
-from codec.entropy import FrequencyTable, decode_tile, encode_tile, min_tile_bits
+from codec.entropy import ColumnContexts, ContextTable, FrequencyTable, decode_tile, encode_tile, fit_column_contexts, min_tile_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
@@ -204,6 +205,7 @@ class ParsedFile:
     chunks: list[bytes]
     tables: list[FrequencyTable] | None
     level_axis: bool
+    contexts: list[ColumnContexts | None] | None = None
 
 
 def _ints(values: list[Any]) -> bool:
@@ -254,6 +256,9 @@ class Codec(nn.Module):
         self.target_points: list[str] = list((config or {}).get("target_points", []))
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
+        #: context tables per ``"<point>/<column>"`` (see :mod:`codec.entropy`); columns without
+        #: any are coded with their frequency table alone
+        self.context_tables: dict[str, ColumnContexts] = {}
         self._sha256: str | None = None  # weights hash, cached while the weights cannot change
 
     # -- geometry and rates ---------------------------------------------------------------------
@@ -457,22 +462,41 @@ class Codec(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
-    def fit_entropy_tables(self, signals: list[Tensor], prior: int = 1) -> None:
-        """Count the codes of ``signals`` at every rate point into integer frequency tables."""
+    def fit_entropy_tables(self, signals: list[Tensor], prior: int = 1, contexts: bool = True,
+                           context_strength: float = 32.0) -> None:
+        """Count the codes of ``signals`` at every rate point into integer frequency tables.
+
+        With ``contexts``, also fit context tables (:func:`codec.entropy.fit_column_contexts`) for
+        every column where conditioning on the neighbouring codes (previous position along each
+        spatial axis, previous level) saves bits on held-out signals; the signals' order decides
+        the held-out quarter.
+        """
         points = self.rate_points()
         sizes = {p.name: self.quantizer.alphabet_sizes(**p.kwargs) for p in points}
-        columns: dict[str, list[list[Tensor]]] = {p.name: [[] for _ in sizes[p.name]] for p in points}
+        grids: dict[str, list[np.ndarray]] = {p.name: [] for p in points}
         for x in signals:
             tokens, spatial, info = self._tokens(x)  # one encoder pass per signal, every point from it
             for point in points:
-                codes = self._quantize(tokens, spatial, info, point).codes.reshape(-1, len(sizes[point.name]))
-                for c, column in enumerate(columns[point.name]):
-                    column.append(codes[:, c].cpu())
+                codes = self._quantize(tokens, spatial, info, point).codes
+                grids[point.name].append(codes.reshape(*codes.shape[: 1 + len(spatial)], len(sizes[point.name])).cpu().numpy())
         self.entropy_tables = {
-            f"{name}/{c}": FrequencyTable.from_codes(torch.cat(parts), k, prior)
-            for name, cols in columns.items()
-            for c, (k, parts) in enumerate(zip(sizes[name], cols))
+            f"{name}/{c}": FrequencyTable.from_codes(np.concatenate([g[..., c].reshape(-1) for g in gs]), k, prior)
+            for name, gs in grids.items()
+            for c, k in enumerate(sizes[name])
         }
+        self.context_tables = {}
+        if contexts:
+            for name, gs in grids.items():
+                for c in range(len(sizes[name])):
+                    fitted = fit_column_contexts(gs, c, sizes[name], strength=context_strength)
+                    if fitted is not None:
+                        self.context_tables[f"{name}/{c}"] = fitted
+
+    def _contexts(self, point: RatePoint) -> list[ColumnContexts | None] | None:
+        """The context tables of each code column at ``point``, or None where the point has none."""
+        n = len(self.quantizer.alphabet_sizes(**point.kwargs))
+        found = [self.context_tables.get(f"{point.name}/{c}") for c in range(n)]
+        return found if any(f is not None for f in found) else None
 
     def _tables(self, point: RatePoint) -> list[FrequencyTable | None]:
         """The frequency table of each code column at ``point`` (None: bit-packed)."""
@@ -696,10 +720,12 @@ class Codec(nn.Module):
         sizes = self.quantizer.alphabet_sizes(**point.kwargs)
         tables = self._tables(point)
         use = tables if all(t is not None for t in tables) else None
+        contexts = self._contexts(point) if use is not None else None
         chunks = []
         for tok, spatial, info in tokens:
             codes = self._quantize(tok, spatial, info, point).codes
-            chunks.append(encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use))
+            code_grid = tuple(codes.shape[: 1 + len(spatial)])
+            chunks.append(encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use, grid=code_grid, contexts=contexts))
         header: dict[str, Any] = {
             "modality": self.modality,
             "model": {"name": self.name, "sha256": self.weights_sha256()},
@@ -763,11 +789,12 @@ class Codec(nn.Module):
         # allocated, so output size stays proportional to file size.
         sizes = self.quantizer.alphabet_sizes(**point.kwargs)
         usable = [t for t in tables if t is not None] if coding == "range" else None
+        contexts = self._contexts(point) if usable is not None else None
         stride = self.encoder.stride
         for i, spans in enumerate(grid):
             tile_shape = (1, shape[1], *(b - a for a, b in spans))
             count = self.encoder.latent_batch(tile_shape) * math.prod(-(-n // stride) for n in tile_shape[2:])
-            if 8 * len(chunks[i]) + 64 < 0.9 * count * min_tile_bits(chunks[i], sizes, usable):
+            if 8 * len(chunks[i]) + 64 < 0.9 * count * min_tile_bits(chunks[i], sizes, usable, contexts):
                 raise BitstreamError(f"payload of tile {i} is too short for the signal the header claims: the file is corrupt")
         sr = header.get("sample_rate")
         if self.modality == "audio" and sr != self.sample_rate:
@@ -776,7 +803,8 @@ class Codec(nn.Module):
         if not isinstance(source, dict):
             raise BitstreamError("header field 'source' must be an object")
         return ParsedFile(header=header, point=point, shape=tuple(shape), grid=grid, chunks=chunks,
-                          tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point))
+                          tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point),
+                          contexts=contexts)
 
     def _tile_geometry(self, channels: int, spans: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Signal shape ``(1, C, *tile)`` of a tile and its size padded to the stride."""
@@ -796,7 +824,8 @@ class Codec(nn.Module):
         sizes = self.quantizer.alphabet_sizes(**parsed.point.kwargs)
         grid_shape = [self.encoder.latent_batch(tile_shape), *(p // stride for p in padded)]
         try:
-            flat = decode_tile(parsed.chunks[index], math.prod(grid_shape), sizes, parsed.tables)
+            flat = decode_tile(parsed.chunks[index], math.prod(grid_shape), sizes, parsed.tables,
+                               grid=tuple(grid_shape), contexts=parsed.contexts)
         except ValueError as err:
             raise BitstreamError(f"payload of tile {index}: {err}") from None
         codes = torch.from_numpy(flat).reshape(*grid_shape, *([len(sizes)] if parsed.level_axis else []))
@@ -986,7 +1015,8 @@ class Codec(nn.Module):
         tmp_c.replace(folder / CONFIG_FILE)
         if self.entropy_tables:
             tmp_e = folder / (ENTROPY_FILE + ".tmp")
-            save_file({k: t.to_tensor() for k, t in self.entropy_tables.items()}, str(tmp_e))
+            tensors, meta = _entropy_state(self.entropy_tables, self.context_tables)
+            save_file(tensors, str(tmp_e), metadata=meta)
             tmp_e.replace(folder / ENTROPY_FILE)
         return folder
 
@@ -1013,10 +1043,50 @@ class Codec(nn.Module):
         if missing or unexpected:
             raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if (folder / ENTROPY_FILE).is_file():
-            model.entropy_tables = {
-                k: FrequencyTable.from_tensor(t) for k, t in load_file(str(folder / ENTROPY_FILE)).items()
-            }
+            model.entropy_tables, model.context_tables = _load_entropy_state(folder / ENTROPY_FILE)
         return model.to(device).eval()
+
+
+CONTEXT_PREFIX = "context/"
+CONTEXT_INDEX = "contexts"
+
+
+def _entropy_state(tables: Mapping[str, FrequencyTable], contexts: Mapping[str, ColumnContexts]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of ``entropy.safetensors``: frequency tables under ``"<point>/<column>"``;
+    context tables once per distinct content under ``"context/<hash>"`` (rate points that share a
+    level's codes share its tables), with the index ``{"<point>/<column>": {source: key}}`` in the
+    metadata."""
+    tensors = {k: t.to_tensor() for k, t in tables.items()}
+    index: dict[str, dict[str, str]] = {}
+    for name, cc in sorted(contexts.items()):
+        for source, table in sorted(cc.tables.items()):
+            t = table.to_tensor()
+            key = CONTEXT_PREFIX + hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).hexdigest()[:20]
+            tensors[key] = t
+            index.setdefault(name, {})[source] = key
+    return tensors, ({CONTEXT_INDEX: json.dumps(index, sort_keys=True)} if index else {})
+
+
+def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str, ColumnContexts]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        raw = {k: f.get_tensor(k) for k in f.keys()}
+    tables = {k: FrequencyTable.from_tensor(t) for k, t in raw.items() if not k.startswith(CONTEXT_PREFIX)}
+    contexts: dict[str, ColumnContexts] = {}
+    if CONTEXT_INDEX in meta:
+        try:
+            index = json.loads(meta[CONTEXT_INDEX])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: context index is not valid JSON ({err})") from None
+        if not isinstance(index, dict) or not all(isinstance(v, dict) for v in index.values()):
+            raise ValueError(f"{path}: malformed context index")
+        for name, sources in index.items():
+            if any(not isinstance(k, str) or k not in raw for k in sources.values()):
+                raise ValueError(f"{path}: context index names a missing table")
+            contexts[name] = ColumnContexts({s: ContextTable.from_tensor(raw[k]) for s, k in sources.items()})
+    return tables, contexts
 
 
 def _validate_config(config: Mapping[str, Any]) -> None:

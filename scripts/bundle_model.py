@@ -65,6 +65,19 @@ def _clips(path: Path, sample_rate: int, seconds: float) -> list[torch.Tensor]:
     return [mono[:, i : i + n][None] for i in range(0, mono.shape[-1], n) if mono.shape[-1] - i >= sample_rate // 2]
 
 
+def context_summary(model: Codec) -> str:
+    """Which sources the context tables of a model use, e.g. "prev0+prev1 on 16 of 40 code columns"."""
+    combos: dict[str, int] = {}
+    for cc in model.context_tables.values():
+        key = "+".join(sorted(cc.tables))
+        combos[key] = combos.get(key, 0) + 1
+    columns = sum(len(model.quantizer.alphabet_sizes(**p.kwargs)) for p in model.rate_points())
+    names = {"prev0": "the code above" if model.modality == "image" else "the previous frame",
+             "prev1": "the code to the left", "level": "the previous level"}
+    parts = [f"{' + '.join(names.get(s, s) for s in k.split('+'))} on {n}" for k, n in sorted(combos.items(), key=lambda kv: -kv[1])]
+    return "; ".join(parts) + f" of {columns} code columns"
+
+
 def signals(model: Codec, folder: Path, limit: int) -> list[torch.Tensor]:
     if model.modality == "image":
         return [_image(p, 512) for p in _files(folder, IMAGE_SUFFIXES, limit)]
@@ -163,7 +176,9 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
                         else "") + ".",
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
-        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data.",
+        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data"
+        + (f"; context tables (each code predicted from its neighbours: {context_summary(model)}) where they "
+           "saved bits on a held-out quarter of it." if model.context_tables else "."),
         *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
            "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
           if model.inference_only else []),
@@ -208,6 +223,7 @@ def main() -> None:
     ap.add_argument("--command", default=None, help="the training command(s) for the model card "
                     "(default: vqcodec train RECIPE --config PRESET)")
     ap.add_argument("--default", action="store_true")
+    ap.add_argument("--no-contexts", action="store_true", help="frequency tables only, no context tables")
     ap.add_argument("--keep-training-state", action="store_true",
                     help="publish the RAQ codebook generators and EMA state too (larger; fine-tunable)")
     ap.add_argument("--description", default="")
@@ -220,7 +236,7 @@ def main() -> None:
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
     fit_x = signals(model, fit, args.fit_files)
-    model.fit_entropy_tables(fit_x)
+    model.fit_entropy_tables(fit_x, contexts=not args.no_contexts)
     print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
     val_x = signals(model, val, args.val_files)
     rows = measure(model, val_x)

@@ -213,3 +213,55 @@ def test_a_header_claiming_more_than_the_payload_holds_is_refused_before_decodin
     tiles = -(-(2**31) // 2**24)
     with pytest.raises(BitstreamError, match="too short"):
         codec.decompress(write_container(header, [chunks[0]] * tiles))
+
+
+def _blocky(seed, size=64, block=16):
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, size // block, size // block, generator=g)
+    return torch.nn.functional.interpolate(small, scale_factor=block, mode="nearest")
+
+
+def test_context_tables_shrink_image_files_exactly_and_survive_save_load(tmp_path):
+    from safetensors import safe_open
+
+    from codec.entropy import CONTEXT
+
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=2, init="kmeans"))
+    train = [_blocky(i) for i in range(8)]
+    codec.train()(torch.cat(train))
+    codec.eval()
+    x = _blocky(100)
+    codec.fit_entropy_tables(train, contexts=False)
+    plain = codec.compress(x, "max")
+    codec.fit_entropy_tables(train)
+    assert codec.context_tables, "neighbouring codes of blocky images are predictable"
+    coded = codec.compress(x, "max")
+    assert read_container(coded)[1][0][0] == CONTEXT and len(coded) < len(plain)
+    assert torch.equal(codec.decompress(coded)[0], codec.decompress(plain)[0])
+    codec.save(tmp_path / "m")
+    loaded = Codec.load(tmp_path / "m")
+    assert set(loaded.context_tables) == set(codec.context_tables)
+    for key, cc in codec.context_tables.items():
+        assert all(np.array_equal(t.rows, loaded.context_tables[key].tables[s].rows) for s, t in cc.tables.items())
+    assert torch.equal(loaded.decompress(coded)[0], codec.decompress(coded)[0])
+    # rate points sharing a level's codes share its tables: stored once
+    with safe_open(str(tmp_path / "m" / "entropy.safetensors"), framework="pt") as f:
+        stored = [k for k in f.keys() if k.startswith("context/")]
+    used = sum(len(cc.tables) for cc in codec.context_tables.values())
+    assert len(stored) <= used
+
+
+def test_a_damaged_context_index_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=2)).eval()
+    codec.fit_entropy_tables([_blocky(i) for i in range(6)])
+    codec.save(tmp_path / "m")
+    path = tmp_path / "m" / "entropy.safetensors"
+    tensors = load_file(str(path))
+    for meta in ({"contexts": "{not json"}, {"contexts": '{"max/0": {"prev0": "context/missing"}}'}, {"contexts": "[1]"}):
+        save_file(tensors, str(path), metadata=meta)
+        with pytest.raises(ValueError, match="context index"):
+            Codec.load(tmp_path / "m")

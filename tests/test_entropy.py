@@ -6,7 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from codec.entropy import FrequencyTable, decode_symbols, encode_symbols, packed_bits
+from codec.entropy import (
+    CONTEXT,
+    ColumnContexts,
+    ContextTable,
+    FrequencyTable,
+    decode_context_columns,
+    decode_symbols,
+    decode_tile,
+    encode_context_columns,
+    encode_symbols,
+    encode_tile,
+    fit_column_contexts,
+    packed_bits,
+)
 
 
 def test_range_coding_round_trips_and_approaches_the_entropy():
@@ -86,3 +99,83 @@ def test_a_tile_never_costs_more_than_its_nominal_bits():
         decode_tile(bytes([RANGE]) + b"\0" * 8, 500, sizes, None)  # range-coded, but no tables
     with pytest.raises(ValueError, match="empty"):
         decode_tile(b"", 1, sizes)
+
+
+# -- context tables ------------------------------------------------------------------------------
+
+
+def _markov_grid(rng, grid, k, stay=0.9, levels=2):
+    """Codes that mostly repeat the previous position's code along the last axis (and, at level 1,
+    follow level 0): the structure context tables are for."""
+    g = np.zeros((*grid, levels), dtype=np.int64)
+    flat = g.reshape(-1, grid[-1], levels)
+    for row in flat:
+        for t in range(grid[-1]):
+            row[t, 0] = row[t - 1, 0] if t and rng.random() < stay else rng.integers(k)
+    g[..., 1] = np.where(rng.random(grid) < stay, (g[..., 0] * 3) % k, rng.integers(0, k, grid))
+    return g
+
+
+@pytest.mark.parametrize("grid", [(2, 50), (1, 12, 9), (3, 1, 7), (1, 1, 1)])
+def test_context_coding_round_trips_on_1d_and_2d_grids(grid):
+    rng = np.random.default_rng(0)
+    k = 16
+    train = [_markov_grid(rng, grid if math.prod(grid) > 20 else (2, 40), k) for _ in range(8)]
+    contexts = [fit_column_contexts(train, c, [k, k]) for c in range(2)]
+    assert all(c is not None for c in contexts)
+    assert "level" in contexts[1].tables
+    g = _markov_grid(rng, grid, k)
+    tables = [FrequencyTable.from_codes(g[..., c], k) for c in range(2)]
+    cols = g.reshape(-1, 2)
+    data = encode_context_columns(cols, grid, [k, k], tables, contexts)
+    out = decode_context_columns(data, grid, [k, k], tables, contexts)
+    np.testing.assert_array_equal(out, cols)
+    tile = encode_tile(cols, [k, k], tables, grid=grid, contexts=contexts)
+    np.testing.assert_array_equal(decode_tile(tile, len(cols), [k, k], tables, grid=grid, contexts=contexts), cols)
+
+
+def test_context_tables_beat_the_marginal_on_correlated_codes_and_are_skipped_on_iid_codes():
+    rng = np.random.default_rng(1)
+    k, grid = 32, (1, 16, 16)
+    train = [_markov_grid(rng, grid, k) for _ in range(8)]
+    contexts = [fit_column_contexts(train, c, [k, k]) for c in range(2)]
+    g = _markov_grid(rng, grid, k)
+    tables = [FrequencyTable.from_codes(np.concatenate([t[..., c].ravel() for t in train]), k) for c in range(2)]
+    cols = g.reshape(-1, 2)
+    plain = encode_tile(cols, [k, k], tables)
+    ctx = encode_tile(cols, [k, k], tables, grid=grid, contexts=contexts)
+    assert ctx[0] == CONTEXT and len(ctx) < 0.6 * len(plain)
+    iid = [rng.integers(0, k, (*grid, 2)) for _ in range(8)]
+    assert fit_column_contexts(iid, 0, [k, k]) is None
+    assert fit_column_contexts(train, 0, [k, k], max_symbols=16) is None  # tables too large: none
+
+
+def test_context_payloads_that_are_corrupt_fail_cleanly():
+    rng = np.random.default_rng(2)
+    k, grid = 8, (1, 10, 10)
+    train = [_markov_grid(rng, grid, k) for _ in range(6)]
+    contexts = [fit_column_contexts(train, c, [k, k]) for c in range(2)]
+    tables = [FrequencyTable.from_codes(train[0][..., c], k) for c in range(2)]
+    data = encode_context_columns(train[0].reshape(-1, 2), grid, [k, k], tables, contexts)
+    for bad in (data[:-4], data[:3], b"\xff" * len(data), bytes(len(data))):
+        try:
+            out = decode_context_columns(bad, grid, [k, k], tables, contexts)
+        except ValueError:
+            continue
+        assert out.min() >= 0 and out.max() < k  # garbage in, codes in range out: never a crash
+    with pytest.raises(ValueError, match="tag"):
+        decode_tile(bytes([CONTEXT]) + data, 100, [k, k], tables)  # no context tables: refused
+    with pytest.raises(ValueError):
+        decode_context_columns(data, grid, [k, k + 1], tables, contexts)  # tables of another alphabet
+
+
+def test_context_tables_validate_their_integers():
+    with pytest.raises(ValueError):
+        ContextTable(np.zeros((3, 4), dtype=np.int64))
+    with pytest.raises(ValueError):
+        ContextTable(np.full((3, 4), 1 << 20))
+    t = ContextTable(np.arange(1, 13).reshape(3, 4))
+    assert t.num_contexts == 2 and t.num_symbols == 4
+    assert np.array_equal(ContextTable.from_tensor(t.to_tensor()).rows, t.rows)
+    with pytest.raises(ValueError, match="unknown context source"):
+        ColumnContexts({"diagonal": t}).check(0, [4], 2)
