@@ -34,6 +34,21 @@ def test_codec_golden_file_decodes_to_pinned_codes():
     assert signal.shape == (2, 44100) and info["sample_rate"] == 44100 and torch.isfinite(signal).all()
 
 
+def test_golden_context_coded_file_still_decodes_to_the_same_codes():
+    # Context tables (tile tag 2): the file and the tables of tests/golden/make_context_golden.py.
+    from codec.entropy import CONTEXT
+
+    model = codec.load_model(GOLDEN / "tiny_image_model")
+    data = (GOLDEN / "context_v2.vqc").read_bytes()
+    parsed = model.read_header(data)
+    assert parsed.chunks[0][0] == CONTEXT and parsed.contexts is not None
+    sizes = model.quantizer.alphabet_sizes(**parsed.point.kwargs)
+    codes = decode_tile(parsed.chunks[0], 16 * 12, sizes, parsed.tables, grid=(1, 16, 12), contexts=parsed.contexts)
+    assert np.array_equal(codes, np.load(GOLDEN / "context_v2_codes.npy"))
+    image, info = codec.decompress(data, model=model)
+    assert tuple(image.shape[-2:]) == (64, 48) and torch.isfinite(image).all()
+
+
 @pytest.mark.parametrize("sample_rate,channels,frames", [(44100, 2, 44100), (8000, 1, 12345), (24000, 1, 1), (48000, 2, 30000)])
 def test_audio_signals_come_back_at_their_rate_length_and_channels(model_dirs, sample_rate, channels, frames):
     model = codec.load_model(model_dirs["audio"])
