@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0, help="data order and initialisation (repeat with others for the spread)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     ap.add_argument("--json", type=Path, default=None)
@@ -59,7 +60,7 @@ def main() -> None:
                 "preset": args.preset, "out": str(out), "quantizer": quantizer,
                 "quantizer_kwargs": {"codebook_size": args.codebook_size, **kwargs},
                 "steps": args.steps, "warmup_steps": max(1, args.steps // 10), "crop": args.crop,
-                "val_every": args.steps, "checkpoint_every": args.steps, "log_every": max(1, args.steps // 20),
+                "val_every": args.steps, "seed": args.seed, "checkpoint_every": args.steps, "log_every": max(1, args.steps // 20),
             }
             cfg_path = Path(tmp) / f"{name}.json"
             cfg_path.write_text(json.dumps(cfg))
@@ -86,6 +87,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "preset": args.preset, "codebook_size": args.codebook_size, "steps": args.steps, "crop": args.crop,
+            "seed": args.seed,
             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "results": results,
         }, indent=2))
 

@@ -1,7 +1,7 @@
 """Evaluate the bundled models on the evaluation sets and put the results in the README.
 
     python scripts/eval_bundled.py                  # run every evaluation, then update README.md
-    python scripts/eval_bundled.py --only image-v1-photos
+    python scripts/eval_bundled.py --only image-v2-photos
     python scripts/eval_bundled.py --readme-only    # re-insert the tables of the existing reports
 
 Each evaluation is one ``vqcodec eval`` command (listed in ``EVALS`` and printed as it runs); its
@@ -25,7 +25,7 @@ DOCS = ROOT / "docs" / "eval"
 
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
-    "image-v1-photos": ["data/eval/images", "-m", "image-v1",
+    "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
     "audio-v1-speech": ["data/eval/speech", "-m", "audio-v1", "--min-seconds", "2",
                         "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
