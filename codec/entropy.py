@@ -392,12 +392,13 @@ def _context_probs(contexts: ColumnContexts, ctx: dict[str, np.ndarray]) -> np.n
     return rows / rows.sum(1, keepdims=True)
 
 
-def _wavefront(grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of a ``(B, *S)`` grid sorted by the sum of spatial indices, and the wavefront sizes."""
+def _wavefront(grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat positions of a ``(B, *S)`` grid sorted by the sum of spatial indices, the wavefront
+    sizes, and the index of every position along every axis ``(len(grid), prod(grid))``."""
     idx = np.indices(grid, dtype=np.int64).reshape(len(grid), -1)
     d = idx[1:].sum(0) if len(grid) > 1 else np.zeros(idx.shape[1], dtype=np.int64)
     order = np.argsort(d, kind="stable")
-    return order, np.bincount(d, minlength=int(d.max()) + 1 if d.size else 0)
+    return order, np.bincount(d, minlength=int(d.max()) + 1 if d.size else 0), idx
 
 
 def _check_contexts(contexts: list[ColumnContexts | None], sizes: list[int], grid: tuple[int, ...]) -> None:
@@ -430,7 +431,7 @@ def encode_context_columns(
     if count == 0:
         return b""
     g = a.reshape(*grid, len(sizes))
-    order, _ = _wavefront(grid)
+    order, _, _ = _wavefront(grid)
     enc = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
     for c, (table, cc) in enumerate(zip(tables, contexts)):
@@ -467,10 +468,9 @@ def decode_context_columns(
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     family = constriction.stream.model.Categorical(perfect=False)
     flat = out.reshape(count, len(sizes))  # a view: writes land in ``out``
-    order, fronts = _wavefront(grid)
+    order, fronts, idx = _wavefront(grid)
     bounds = np.concatenate([[0], np.cumsum(fronts)])
     strides = np.array([math.prod(grid[a + 1 :]) for a in range(len(grid))], dtype=np.int64)
-    idx = np.indices(grid, dtype=np.int64).reshape(len(grid), -1)
     try:
         for c, (table, cc) in enumerate(zip(tables, contexts)):
             if cc is None:
@@ -554,5 +554,6 @@ def fit_column_contexts(
                 best_bits, best = bits, combo
     if best is None or best_bits > base * (1 - min_gain):
         return None
-    all_s, all_c = collect(grids)
+    all_s = np.concatenate([tr_s, te_s])  # the same positions as collect(grids), not recomputed
+    all_c = {s: np.concatenate([tr_c[s], te_c[s]]) for s in sources}
     return ColumnContexts({s: ContextTable.fit(all_s, all_c[s], k, none[s], strength) for s in best})
