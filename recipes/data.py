@@ -33,6 +33,7 @@ __all__ = [
     "ImageData",
     "AudioData",
     "split_files",
+    "telephone_band",
     "step_seed",
     "mulaw_encode",
     "mulaw_decode",
@@ -199,6 +200,57 @@ def _synthetic_audio(n: int, seconds: float, sample_rate: int, seed: int) -> lis
     return out
 
 
+def _source(path: Path, root: str | Path) -> str:
+    """The first folder of ``path`` under ``root/train`` (or ``root/val``, or ``root``); ``""`` if none."""
+    root = Path(root)
+    for base in (root / "train", root / "val", root):
+        try:
+            parts = path.relative_to(base).parts
+        except ValueError:
+            continue
+        return parts[0] if len(parts) > 1 else ""
+    return ""
+
+
+def _key_of(source: str, weights: dict[str, float]) -> str | None:
+    """The longest key of ``weights`` that ``source`` starts with."""
+    hits = [k for k in weights if source.startswith(k)]
+    return max(hits, key=len) if hits else None
+
+
+def _match_sources(sources: list[str], weights: dict[str, float]) -> list[str | None]:
+    if any(float(w) <= 0 for w in weights.values()):
+        raise ValueError(f"source_weights must be positive, got {weights}")
+    keys = [_key_of(s, weights) for s in sources]
+    missing = sorted(set(weights) - set(k for k in keys if k is not None))
+    if missing:
+        raise ValueError(f"source_weights {missing} match no training source (found: {sorted(set(sources))})")
+    return keys
+
+
+def _round_robin(files: list[Path], sources: list[str]) -> list[Path]:
+    """``files`` reordered so that every source comes up in turn (validation sees each source early)."""
+    groups: dict[str, list[Path]] = {}
+    for f, src in zip(files, sources):
+        groups.setdefault(src, []).append(f)
+    order = [g[i] for i in range(max(map(len, groups.values()), default=0)) for g in groups.values() if i < len(g)]
+    return order
+
+
+def telephone_band(wav: Tensor, sample_rate: int, low_hz: float = 300.0, high_hz: float = 3400.0) -> Tensor:
+    """``wav`` (..., T) band-limited to ``[low_hz, high_hz]`` with 100 Hz raised-cosine edges (FFT mask)."""
+    n = wav.shape[-1]
+    spec = torch.fft.rfft(wav, n=n)
+    freqs = torch.fft.rfftfreq(n, 1.0 / sample_rate)
+    edge = 100.0
+
+    def ramp(x: Tensor) -> Tensor:  # 0 below -edge/2, 1 above +edge/2
+        return 0.5 * (1 + torch.sin(math.pi * (x / edge).clamp(-0.5, 0.5)))
+
+    mask = ramp(freqs - low_hz) * ramp(high_hz - freqs)
+    return torch.fft.irfft(spec * mask, n=n)
+
+
 class AudioData:
     """Mono clips at the model's rate held in memory; random loudness-normalised segments.
 
@@ -207,6 +259,16 @@ class AudioData:
         sample_rate: the model's rate.
         segment_seconds: training segment length.
         target_db: segments are scaled to this RMS level (dBFS), peaks kept below 0.99.
+        source_weights: the data mix. A clip's *source* is the first folder under ``root/train``
+            (or ``root``), e.g. ``speech-cs``; a key matches every source it is a prefix of
+            (``"speech"`` matches ``speech-cs`` and ``speech-nl``). Each key gets that share of
+            the segments (shares are normalised; within a key, clips are drawn by duration);
+            sources no key matches are not drawn, and validation uses the matched ones only.
+            Empty: every clip drawn by duration.
+        gain_db: level augmentation: each segment's target level is ``target_db`` plus a
+            uniform draw in ``[-gain_db, +gain_db]``.
+        telephone_prob: share of segments band-limited to telephone bandwidth (300-3400 Hz) before
+            coding, so the codec learns narrow-band input (8 kHz speech resampled to its rate).
     """
 
     def __init__(
@@ -217,25 +279,48 @@ class AudioData:
         val_fraction: float = 0.1,
         target_db: float = -20.0,
         seed: int = 0,
+        source_weights: dict[str, float] | None = None,
+        gain_db: float = 0.0,
+        telephone_prob: float = 0.0,
     ) -> None:
+        if gain_db < 0 or not 0.0 <= telephone_prob <= 1.0:
+            raise ValueError(f"gain_db must be >= 0 and telephone_prob in [0, 1], got {gain_db}, {telephone_prob}")
         self.sample_rate = sample_rate
         self.segment = int(round(segment_seconds * sample_rate))
         self.target_db = target_db
+        self.gain_db = float(gain_db)
+        self.telephone_prob = float(telephone_prob)
         if root == "synthetic":
+            if source_weights:
+                raise ValueError("source_weights needs a data folder, not 'synthetic'")
             clips = _synthetic_audio(12, max(4 * segment_seconds, 1.0), sample_rate, seed)
             self.train, self.val = clips[:10], clips[10:]
+            train_sources = [""] * len(self.train)
         else:
             train_files, val_files = split_files(root, AUDIO_EXTENSIONS, val_fraction)
+            train_sources = [_source(p, root) for p in train_files]
+            if source_weights:
+                keys = _match_sources(train_sources, source_weights)
+                val_files = [p for p in val_files if _key_of(_source(p, root), source_weights) is not None]
+                train_files = [p for p, k in zip(train_files, keys) if k is not None]
+                train_sources = [k for k in keys if k is not None]
             self.train = [_load_audio(p, sample_rate) for p in train_files]
+            val_files = _round_robin(val_files, [_source(p, root) for p in val_files])
             self.val = [_load_audio(p, sample_rate) for p in val_files]
-        self.train = [c for c in self.train if c.numel() > 0]
+        kept = [(c, s) for c, s in zip(self.train, train_sources) if c.numel() > 0]
+        self.train = [c for c, _ in kept]
         self.val = [c for c in self.val if c.numel() > 0]
-        lengths = torch.tensor([c.numel() for c in self.train], dtype=torch.float64)
+        lengths = torch.tensor([c.numel() for c, _ in kept], dtype=torch.float64)
+        if source_weights:
+            # each key's share, spread over its clips by duration
+            for key, share in source_weights.items():
+                idx = [i for i, (_, s) in enumerate(kept) if s == key]
+                lengths[idx] = lengths[idx] / lengths[idx].sum() * float(share)
         self.weights = lengths / lengths.sum()
 
-    def normalise(self, wav: Tensor) -> Tensor:
+    def normalise(self, wav: Tensor, target_db: float | None = None) -> Tensor:
         rms = wav.pow(2).mean().sqrt().clamp_min(1e-5)
-        gain = 10 ** (self.target_db / 20) / rms
+        gain = 10 ** ((self.target_db if target_db is None else target_db) / 20) / rms
         peak = wav.abs().max().clamp_min(1e-5)
         gain = torch.minimum(gain, 0.99 / peak)
         return wav * gain
@@ -254,7 +339,12 @@ class AudioData:
                     seg = clip[start : start + self.segment]
                 if seg.pow(2).mean().sqrt() > 1e-3:
                     break
-            out[i, 0] = self.normalise(seg)
+            target_db = self.target_db
+            if self.gain_db > 0:  # drawn only when augmenting, so plain runs keep their batches
+                target_db += float(torch.empty(()).uniform_(-self.gain_db, self.gain_db, generator=g))
+            if self.telephone_prob > 0 and float(torch.rand((), generator=g)) < self.telephone_prob:
+                seg = telephone_band(seg, self.sample_rate)
+            out[i, 0] = self.normalise(seg, target_db)
         return out
 
     def val_clips(self, limit: int, seconds: float) -> list[Tensor]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from torch import nn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -81,6 +82,9 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True
     device: str = "auto"
+    # fine-tuning: a checkpoint folder, or a run folder (its latest checkpoint); a fresh run starts
+    # at step 0 from that checkpoint's EMA weights (optimizer and schedule start anew). --resume wins.
+    init_from: str = ""
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
@@ -138,6 +142,17 @@ def _log_values(terms: Mapping[str, Tensor], metrics: Mapping[str, Tensor]) -> d
     return values
 
 
+def init_weights(source: str | Path, model: nn.Module, ema: ModelEMA) -> None:
+    """Load the EMA weights of a checkpoint (or of a run folder's latest one) into ``model`` and ``ema``."""
+    path = Path(source)
+    ckpt = path if (path / "state.json").is_file() else latest_checkpoint(path / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"init_from: no checkpoint at {path} or under {path / 'checkpoints'}")
+    state = load_checkpoint(ckpt, restore_rng=False)
+    model.load_state_dict(state["ema"])
+    ema.load_state_dict(state["ema"], int(state["ema_updates"]))
+
+
 def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: list[str] | None) -> Path:
     """Parse arguments, train, export; returns the export folder (``<out>/export``)."""
     args = parse_recipe_args(cls.__doc__ or hooks.name, presets, argv)
@@ -166,6 +181,10 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         print(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from step 0")
     if ckpt is not None:
         start = restore_training_state(load_checkpoint(ckpt), model, opt, sched, ema, disc, opt_d)
+    elif cfg.init_from:
+        init_weights(cfg.init_from, model, ema)
+        if dist.is_main:
+            print(f"initialised from {cfg.init_from} (EMA weights)")
 
     train_model = DDP(model, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else model
     train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc

@@ -16,7 +16,9 @@ from torchvision.io import encode_jpeg, write_png
 from codec.model import Codec
 from recipes import audio_codec, image_codec
 from recipes.common import apply_overrides, latest_checkpoint, load_checkpoint, load_config, save_checkpoint
-from recipes.data import mulaw_encode
+from recipes.common import ModelEMA
+from recipes.data import AudioData, mulaw_encode, telephone_band
+from recipes.loop import init_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,6 +76,74 @@ def test_recipes_read_real_image_and_audio_files(tmp_path):
     np.savez(audio / "d.npz", mulaw=mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * t[:16000])), sample_rate=16000)
     audio_codec.main(["--config", "debug", "--out", str(tmp_path / "aud"), "--set", f"data={audio}", "--set", "steps=2"])
     assert Codec.load(tmp_path / "aud" / "export").sample_rate == 16000
+
+
+def _tone_folder(root, layout):
+    """Write 1 s 16 kHz tones under ``root``: ``layout`` maps "split/source" -> tone frequencies."""
+    t = np.arange(16000) / 16000
+    for folder, freqs in layout.items():
+        (root / folder).mkdir(parents=True)
+        for f in freqs:
+            sf.write(root / folder / f"t{f}.wav", 0.3 * np.sin(2 * np.pi * f * t), 16000)
+
+
+def test_audio_data_mix_draws_only_the_weighted_sources_in_their_shares(tmp_path):
+    _tone_folder(tmp_path, {"train/speech-a": [200, 210], "train/speech-b": [220], "train/music-x": [1000, 1100, 1200],
+                            "train/drums": [3000], "val/speech-a": [300], "val/drums": [3100], "val/music-x": [1300]})
+    plain = AudioData(str(tmp_path), 16000, 0.25)
+    assert len(plain.train) == 7 and float(plain.weights.max()) == pytest.approx(1 / 7)
+    assert len(plain.val) == 3  # every source, round-robin
+
+    mixed = AudioData(str(tmp_path), 16000, 0.25, source_weights={"speech": 3.0, "music": 1.0})
+    assert len(mixed.train) == 6 and len(mixed.val) == 2  # drums neither drawn nor validated
+    x = mixed.batch(0, 400)
+    spec = torch.fft.rfft(x[:, 0], dim=-1).abs()
+    peak_hz = spec.argmax(-1).float() * 16000 / x.shape[-1]
+    speech_share = float((peak_hz < 500).float().mean())
+    assert 0.68 < speech_share < 0.82  # 3:1 -> 75 % speech segments
+    assert torch.equal(mixed.batch(5, 4), mixed.batch(5, 4))  # a pure function of the seed
+    with pytest.raises(ValueError, match="match no training source"):
+        AudioData(str(tmp_path), 16000, 0.25, source_weights={"speech": 1.0, "choir": 1.0})
+    with pytest.raises(ValueError, match="positive"):
+        AudioData(str(tmp_path), 16000, 0.25, source_weights={"speech": 0.0})
+
+
+def test_audio_augmentation_levels_and_telephone_band(tmp_path):
+    sr = 16000
+    t = torch.arange(sr) / sr
+    low, mid, high = (torch.sin(2 * torch.pi * f * t) for f in (100.0, 1000.0, 6000.0))
+    band = telephone_band(low + mid + high, sr)
+    spec = torch.fft.rfft(band).abs()
+    assert spec[1000] > 0.99 * torch.fft.rfft(mid).abs()[1000]
+    assert spec[100] < 1e-3 * spec[1000] and spec[6000] < 1e-3 * spec[1000]
+
+    _tone_folder(tmp_path, {"train/s": [440, 550, 660], "val/s": [770]})
+    levels = lambda d: 20 * torch.log10(d.batch(1, 64).pow(2).mean(-1).sqrt()).flatten()  # noqa: E731
+    assert levels(AudioData(str(tmp_path), sr, 0.25)).std() < 0.1  # all at -20 dBFS
+    varied = levels(AudioData(str(tmp_path), sr, 0.25, gain_db=10.0))
+    assert varied.min() > -30.5 and varied.max() < -9.5 and varied.std() > 3
+    phone = AudioData(str(tmp_path), sr, 0.25, telephone_prob=1.0, gain_db=0.0).batch(2, 8)
+    assert torch.fft.rfft(phone[..., :4000]).abs()[..., 1000:].max() < 1e-2  # nothing above 4 kHz
+    with pytest.raises(ValueError):
+        AudioData(str(tmp_path), sr, 0.25, telephone_prob=1.5)
+
+
+def test_init_from_starts_a_fresh_run_from_a_checkpoints_ema_weights(tmp_path):
+    audio_codec.main(["--config", "debug", "--out", str(tmp_path / "base")])
+    ckpt = latest_checkpoint(tmp_path / "base" / "checkpoints")
+    ema = load_checkpoint(ckpt, restore_rng=False)["ema"]
+    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5], latent_dim=8,
+                        sample_rate=16000, activation="snake"),
+                        quantizer_kwargs=dict(codebook_size=64, num_levels=3, quantizer_dropout=0.5, dead_code_threshold=1.0))
+    shadow = ModelEMA(model)
+    init_weights(tmp_path / "base", model, shadow)  # a run folder: its latest checkpoint
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        init_weights(tmp_path / "nothing", model, shadow)
+    # a fine-tuning run: fresh schedule from step 0, logged from the start
+    audio_codec.main(["--config", "debug", "--out", str(tmp_path / "tuned"), "--set", f"init_from={ckpt}",
+                      "--set", "steps=2"])
+    assert [r["step"] for r in read_log(tmp_path / "tuned") if r["split"] == "train"] == ["2"]
 
 
 @pytest.mark.parametrize("recipe,extra", [(image_codec, []), (audio_codec, ["--set", "adv_weight=0.1", "--set", "adv_start=2"])])
