@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "encode_tile", "decode_tile", "packed_bits", "PACKED", "RANGE", "CONTEXT",
-           "ContextTable", "ColumnContexts", "fit_column_contexts", "encode_context_columns", "decode_context_columns"]
+           "ContextTable", "ColumnContexts", "cluster_contexts", "fit_column_contexts", "encode_context_columns", "decode_context_columns"]
 
 MAX_SYMBOLS = 1 << 28  # a hard bound on symbols in one call, checked before allocating
 
@@ -299,9 +299,16 @@ MAX_CONTEXT_PROBS = 1 << 22  # probability-matrix entries per coder call (bounds
 
 @dataclass(frozen=True)
 class ContextTable:
-    """Integer rows ``(K_ctx + 1, K)``, all >= 1: a symbol's distribution given a context symbol."""
+    """Integer rows ``(R + 1, K)``, all >= 1: a symbol's distribution given a context symbol.
+
+    Without ``buckets``, context symbol ``c`` selects row ``c`` (``R = K_ctx``). With ``buckets``
+    (``(K_ctx,)`` ints in ``[0, R)``), it selects row ``buckets[c]``: context symbols that predict
+    alike share a row, so a table over a large alphabet stays small (``R`` rows instead of
+    ``K_ctx``). Row ``R`` is the "none" row either way.
+    """
 
     rows: np.ndarray
+    buckets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         r = np.asarray(self.rows)
@@ -310,6 +317,13 @@ class ContextTable:
         if (r > CONTEXT_MAX).any():
             raise ValueError("context table entries out of range")
         object.__setattr__(self, "rows", r.astype(np.int64))
+        if self.buckets is not None:
+            b = np.asarray(self.buckets)
+            if b.ndim != 1 or b.size < 1 or not np.issubdtype(b.dtype, np.integer) or b.min() < 0 or b.max() >= r.shape[0] - 1:
+                raise ValueError(f"context buckets must be a 1-D array of row indices in [0, {r.shape[0] - 1})")
+            object.__setattr__(self, "buckets", b.astype(np.int64))
+        lookup = np.arange(r.shape[0]) if self.buckets is None else np.append(self.buckets, r.shape[0] - 1)
+        object.__setattr__(self, "_lookup", lookup)
 
     @property
     def num_symbols(self) -> int:
@@ -317,30 +331,130 @@ class ContextTable:
 
     @property
     def num_contexts(self) -> int:
-        """Context symbols ``0 .. num_contexts - 1``; row ``num_contexts`` means "none"."""
-        return int(self.rows.shape[0] - 1)
+        """Context symbols ``0 .. num_contexts - 1``; ``num_contexts`` itself means "none"."""
+        return int(self.rows.shape[0] - 1 if self.buckets is None else self.buckets.size)
+
+    def select(self, contexts: np.ndarray) -> np.ndarray:
+        """The rows ``(..., K)`` of context symbols ``contexts`` (values ``0 .. num_contexts``)."""
+        return self.rows[self._lookup[contexts]]
 
     @classmethod
     def fit(cls, symbols: np.ndarray, contexts: np.ndarray, num_symbols: int, num_contexts: int,
-            strength: float = 32.0) -> "ContextTable":
+            strength: float = 32.0, num_buckets: int | None = None) -> "ContextTable":
         """Rows from paired ``symbols`` and ``contexts`` (``num_contexts`` = none), smoothed toward the
-        marginal with ``strength`` pseudo-counts: ``(n(c, s) + strength * p(s)) / (n(c) + strength)``."""
+        marginal with ``strength`` pseudo-counts: ``(n(c, s) + strength * p(s)) / (n(c) + strength)``.
+
+        With ``num_buckets < num_contexts``, context symbols are first clustered into that many
+        buckets by their conditional distributions (:func:`cluster_contexts`)."""
         s = np.asarray(symbols, dtype=np.int64).reshape(-1)
         c = np.asarray(contexts, dtype=np.int64).reshape(-1)
+        buckets = None
+        if num_buckets is not None and num_buckets < num_contexts:
+            buckets = cluster_contexts(s, c, num_symbols, num_contexts, num_buckets, strength)
+            c = np.append(buckets, num_buckets)[c]
+            num_contexts = num_buckets
         marg = np.bincount(s, minlength=num_symbols).astype(np.float64) + 1.0
         marg /= marg.sum()
         n = np.bincount(c * num_symbols + s, minlength=(num_contexts + 1) * num_symbols)
         n = n.reshape(num_contexts + 1, num_symbols).astype(np.float64)
         n[num_contexts] += np.bincount(s, minlength=num_symbols)  # "none" row: the marginal
         p = (n + strength * marg[None]) / (n.sum(1, keepdims=True) + strength)
-        return cls(np.clip(np.rint(p * CONTEXT_SCALE), 1, CONTEXT_MAX).astype(np.int64))
+        return cls(np.clip(np.rint(p * CONTEXT_SCALE), 1, CONTEXT_MAX).astype(np.int64), buckets)
 
     def to_tensor(self) -> Tensor:
+        """The rows as uint16 (the buckets, if any: :meth:`buckets_tensor`)."""
         return torch.from_numpy(self.rows.astype(np.uint16))
 
+    def buckets_tensor(self) -> Tensor | None:
+        return None if self.buckets is None else torch.from_numpy(self.buckets.astype(np.uint16))
+
     @classmethod
-    def from_tensor(cls, t: Tensor) -> "ContextTable":
-        return cls(t.detach().cpu().numpy().astype(np.int64))
+    def from_tensor(cls, t: Tensor, buckets: Tensor | None = None) -> "ContextTable":
+        b = None if buckets is None else buckets.detach().cpu().numpy().astype(np.int64)
+        return cls(t.detach().cpu().numpy().astype(np.int64), b)
+
+
+def cluster_contexts(symbols: np.ndarray, contexts: np.ndarray, num_symbols: int, num_contexts: int,
+                     num_buckets: int, strength: float = 32.0, iterations: int = 25, restarts: int = 4) -> np.ndarray:
+    """Group context symbols into ``num_buckets`` buckets that predict alike -> ``(num_contexts,)`` ints.
+
+    Lloyd iterations under the coding cost: each context symbol goes to the bucket whose smoothed
+    distribution codes its observed symbols in the fewest bits (``-sum_s n(c, s) log p_b(s)``),
+    then bucket distributions are recomputed from their members' counts; a bucket left empty is
+    re-seeded with the context coded worst. The starting groups come from count-weighted k-means
+    on the contexts' correspondence-analysis coordinates (their conditional distributions mapped
+    so that Euclidean distance is the chi-square distance, truncated to ``num_buckets``
+    dimensions, which denoises sparse counts); of ``restarts`` starts drawn from fixed generators
+    (the result is a function of the data alone), the clustering with the lowest cost is kept.
+    Context symbols never observed go to the bucket closest to the marginal.
+    """
+    if not 1 <= num_buckets < num_contexts:
+        raise ValueError(f"num_buckets must be in [1, {num_contexts}), got {num_buckets}")
+    s = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    c = np.asarray(contexts, dtype=np.int64).reshape(-1)
+    keep = c < num_contexts
+    n = np.bincount(c[keep] * num_symbols + s[keep], minlength=num_contexts * num_symbols)
+    n = n.reshape(num_contexts, num_symbols).astype(np.float64)
+    total = n.sum(1)
+    marg = n.sum(0) + 1.0
+    marg /= marg.sum()
+
+    def log_probs(counts: np.ndarray) -> np.ndarray:
+        return np.log((counts + strength * marg[None]) / (counts.sum(1, keepdims=True) + strength))
+
+    unseen = total == 0
+    # correspondence analysis: row profiles mapped so that Euclidean distance is their chi-square
+    # distance, keeping the leading dimensions (which denoises sparse counts)
+    seen = np.flatnonzero(~unseen)
+    pr = n[seen] / n.sum()
+    r, cm = pr.sum(1), pr.sum(0)
+    u, sv, _ = np.linalg.svd((pr - np.outer(r, cm)) / np.sqrt(r)[:, None] / np.sqrt(np.maximum(cm, 1e-300))[None],
+                             full_matrices=False)
+    d = max(1, min(num_buckets, sv.size))
+    f = u[:, :d] * sv[:d] / np.sqrt(r)[:, None]
+
+    def embedded_groups(rng: np.random.Generator) -> np.ndarray:
+        # count-weighted k-means++ on the coordinates
+        centres = f[[int(rng.choice(seen.size, p=r / r.sum()))]]
+        for _ in range(1, num_buckets):
+            dist = ((f[:, None] - centres[None]) ** 2).sum(-1).min(1) * r
+            centres = np.vstack([centres, f[int(rng.choice(seen.size, p=dist / dist.sum()))] if dist.sum() > 0 else f[:1]])
+        for _ in range(iterations):
+            lab = ((f[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            for b in range(num_buckets):
+                m = lab == b
+                if m.any():
+                    centres[b] = (f[m] * r[m, None]).sum(0) / r[m].sum()
+        full = np.zeros(num_contexts, dtype=np.int64)
+        full[seen] = lab
+        return full
+
+    def lloyd(groups: np.ndarray) -> tuple[float, np.ndarray]:
+        sums = np.zeros((num_buckets, num_symbols))
+        np.add.at(sums, groups, n)
+        logp = log_probs(sums)
+        assign = np.full(num_contexts, -1, dtype=np.int64)
+        cost = -n @ logp.T
+        for _ in range(iterations):
+            new = cost.argmin(1)
+            if unseen.any():
+                new[unseen] = int((-marg @ logp.T).argmin())
+            empty = np.setdiff1d(np.arange(num_buckets), new)
+            if empty.size:  # re-seed: the contexts that cost most under their bucket
+                worst = np.argsort(-(cost[np.arange(num_contexts), new]), kind="stable")[: empty.size]
+                new[worst] = empty[: worst.size]
+            if np.array_equal(new, assign):
+                break
+            assign = new
+            sums = np.zeros((num_buckets, num_symbols))
+            np.add.at(sums, assign, n)
+            logp = log_probs(sums)
+            cost = -n @ logp.T
+        return float(cost[np.arange(num_contexts), assign].sum()), assign
+
+    # a few starts, the cheapest clustering wins; fixed generators make it a function of the data
+    runs = [lloyd(embedded_groups(np.random.default_rng(i))) for i in range(restarts)]
+    return min(runs, key=lambda r: r[0])[1]
 
 
 @dataclass(frozen=True)
@@ -386,7 +500,7 @@ def context_symbols(grid_codes: np.ndarray, column: int, source: str, none: int)
 def _context_probs(contexts: ColumnContexts, ctx: dict[str, np.ndarray]) -> np.ndarray:
     rows = None
     for source, table in contexts.tables.items():
-        r = table.rows[ctx[source]]
+        r = table.select(ctx[source])
         rows = r if rows is None else rows + r
     assert rows is not None
     return rows / rows.sum(1, keepdims=True)
@@ -506,7 +620,7 @@ CONTEXT = 2  # tile payload tag: range-coded with context tables
 
 def fit_column_contexts(
     grids: list[np.ndarray], column: int, sizes: list[int], strength: float = 32.0,
-    max_symbols: int = 256, min_gain: float = 0.01,
+    max_symbols: int = 256, min_gain: float = 0.01, buckets: int | None = None,
 ) -> ColumnContexts | None:
     """Choose and fit the context tables of one column from code grids ``(B, *S, L)``.
 
@@ -514,19 +628,23 @@ def fit_column_contexts(
     the previous column) is fitted on the first three quarters of ``grids`` and scored by
     cross-entropy on the rest; the best is refitted on all grids and returned if it saves at
     least ``min_gain`` (relative) over the column's marginal table, else ``None``. Columns with
-    more than ``max_symbols`` symbols (or whose previous column has) get no tables: a table is
-    ``K_ctx * K`` integers.
+    more than ``max_symbols`` symbols get no tables. A table is ``R * K`` integers: without
+    ``buckets``, ``R`` is the context's alphabet, so a context over more than ``max_symbols``
+    symbols is not used; with ``buckets``, contexts over more symbols than that are clustered
+    into ``buckets`` rows (:func:`cluster_contexts`), which keeps tables for 1024-code
+    alphabets small (``(buckets + 1) * K``).
     """
     from itertools import combinations
 
     k = sizes[column]
     spatial = grids[0].ndim - 2 if grids else 0
     sources = [f"prev{a}" for a in range(spatial)] if k <= max_symbols else []
-    if column > 0 and k <= max_symbols and sizes[column - 1] <= max_symbols:
+    if column > 0 and k <= max_symbols and (buckets is not None or sizes[column - 1] <= max_symbols):
         sources.append("level")
     if not sources or len(grids) < 2:
         return None
     none = {s: (sizes[column - 1] if s == "level" else k) for s in sources}
+    rows = {s: (buckets if buckets is not None and buckets < none[s] else None) for s in sources}
 
     def collect(gs: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         sym = np.concatenate([g[..., column].reshape(-1) for g in gs])
@@ -541,7 +659,7 @@ def fit_column_contexts(
     marg = FrequencyTable.from_codes(tr_s, k).probabilities()
     best_bits, best = float(-np.log2(marg[te_s]).mean()), None
     base = best_bits
-    fitted = {s: ContextTable.fit(tr_s, tr_c[s], k, none[s], strength) for s in sources}
+    fitted = {s: ContextTable.fit(tr_s, tr_c[s], k, none[s], strength, rows[s]) for s in sources}
     for n in range(1, len(sources) + 1):
         for combo in combinations(sources, n):
             cc = ColumnContexts({s: fitted[s] for s in combo})
@@ -556,4 +674,4 @@ def fit_column_contexts(
         return None
     all_s = np.concatenate([tr_s, te_s])  # the same positions as collect(grids), not recomputed
     all_c = {s: np.concatenate([tr_c[s], te_c[s]]) for s in sources}
-    return ColumnContexts({s: ContextTable.fit(all_s, all_c[s], k, none[s], strength) for s in best})
+    return ColumnContexts({s: ContextTable.fit(all_s, all_c[s], k, none[s], strength, rows[s]) for s in best})

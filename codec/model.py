@@ -463,13 +463,16 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def fit_entropy_tables(self, signals: list[Tensor], prior: int = 1, contexts: bool = True,
-                           context_strength: float = 32.0) -> None:
+                           context_strength: float = 32.0, context_max_symbols: int = 256,
+                           context_buckets: int | None = None) -> None:
         """Count the codes of ``signals`` at every rate point into integer frequency tables.
 
         With ``contexts``, also fit context tables (:func:`codec.entropy.fit_column_contexts`) for
         every column where conditioning on the neighbouring codes (previous position along each
         spatial axis, previous level) saves bits on held-out signals; the signals' order decides
-        the held-out quarter.
+        the held-out quarter. ``context_max_symbols`` bounds the alphabets that get tables and
+        ``context_buckets`` clusters larger context alphabets into that many rows (see there).
+        Rate points that share a level's codes share its fit.
         """
         points = self.rate_points()
         sizes = {p.name: self.quantizer.alphabet_sizes(**p.kwargs) for p in points}
@@ -486,11 +489,18 @@ class Codec(nn.Module):
         }
         self.context_tables = {}
         if contexts:
+            done: dict[bytes, ColumnContexts | None] = {}
             for name, gs in grids.items():
                 for c in range(len(sizes[name])):
-                    fitted = fit_column_contexts(gs, c, sizes[name], strength=context_strength)
-                    if fitted is not None:
-                        self.context_tables[f"{name}/{c}"] = fitted
+                    # a column's fit depends only on its codes and the previous column's
+                    key = hashlib.sha256(repr((sizes[name][max(0, c - 1) : c + 1], c > 0)).encode()
+                                         + b"".join(np.ascontiguousarray(g[..., max(0, c - 1) : c + 1]).tobytes()
+                                                    + repr(g.shape[:-1]).encode() for g in gs)).digest()
+                    if key not in done:
+                        done[key] = fit_column_contexts(gs, c, sizes[name], strength=context_strength,
+                                                        max_symbols=context_max_symbols, buckets=context_buckets)
+                    if done[key] is not None:
+                        self.context_tables[f"{name}/{c}"] = done[key]
 
     def _contexts(self, point: RatePoint) -> list[ColumnContexts | None] | None:
         """The context tables of each code column at ``point``, or None where the point has none."""
@@ -1055,15 +1065,19 @@ def _entropy_state(tables: Mapping[str, FrequencyTable], contexts: Mapping[str, 
     """Tensors and metadata of ``entropy.safetensors``: frequency tables under ``"<point>/<column>"``;
     context tables once per distinct content under ``"context/<hash>"`` (rate points that share a
     level's codes share its tables), with the index ``{"<point>/<column>": {source: key}}`` in the
-    metadata."""
+    metadata (a source's value is the key of its rows, or ``[rows, buckets]`` for a bucketed table)."""
     tensors = {k: t.to_tensor() for k, t in tables.items()}
-    index: dict[str, dict[str, str]] = {}
+    index: dict[str, dict[str, str | list[str]]] = {}
+
+    def put(t: Tensor) -> str:
+        key = CONTEXT_PREFIX + hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).hexdigest()[:20]
+        tensors[key] = t
+        return key
+
     for name, cc in sorted(contexts.items()):
         for source, table in sorted(cc.tables.items()):
-            t = table.to_tensor()
-            key = CONTEXT_PREFIX + hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).hexdigest()[:20]
-            tensors[key] = t
-            index.setdefault(name, {})[source] = key
+            rows, buckets = table.to_tensor(), table.buckets_tensor()
+            index.setdefault(name, {})[source] = put(rows) if buckets is None else [put(rows), put(buckets)]
     return tensors, ({CONTEXT_INDEX: json.dumps(index, sort_keys=True)} if index else {})
 
 
@@ -1083,9 +1097,11 @@ def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str
         if not isinstance(index, dict) or not all(isinstance(v, dict) for v in index.values()):
             raise ValueError(f"{path}: malformed context index")
         for name, sources in index.items():
-            if any(not isinstance(k, str) or k not in raw for k in sources.values()):
+            keys = {s: [k] if isinstance(k, str) else k for s, k in sources.items()}
+            if any(not isinstance(k, list) or len(k) not in (1, 2) or any(not isinstance(x, str) or x not in raw for x in k)
+                   for k in keys.values()):
                 raise ValueError(f"{path}: context index names a missing table")
-            contexts[name] = ColumnContexts({s: ContextTable.from_tensor(raw[k]) for s, k in sources.items()})
+            contexts[name] = ColumnContexts({s: ContextTable.from_tensor(*(raw[x] for x in k)) for s, k in keys.items()})
     return tables, contexts
 
 

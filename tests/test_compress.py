@@ -252,6 +252,28 @@ def test_context_tables_shrink_image_files_exactly_and_survive_save_load(tmp_pat
     assert len(stored) <= used
 
 
+def test_bucketed_context_tables_survive_save_load_and_decode_alike(tmp_path):
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=2, init="kmeans"))
+    train = [_blocky(i) for i in range(8)]
+    codec.train()(torch.cat(train))
+    codec.eval()
+    codec.fit_entropy_tables(train, context_buckets=4)
+    bucketed = [t for cc in codec.context_tables.values() for t in cc.tables.values() if t.buckets is not None]
+    assert bucketed and all(t.rows.shape[0] == 5 and t.num_contexts == 16 for t in bucketed)
+    x = _blocky(100)
+    coded = codec.compress(x, "max")
+    codec.save(tmp_path / "m")
+    loaded = Codec.load(tmp_path / "m")
+    for key, cc in codec.context_tables.items():
+        for s, t in cc.tables.items():
+            back = loaded.context_tables[key].tables[s]
+            assert np.array_equal(t.rows, back.rows)
+            assert (t.buckets is None and back.buckets is None) or np.array_equal(t.buckets, back.buckets)
+    assert torch.equal(loaded.decompress(coded)[0], codec.decompress(coded)[0])
+    assert torch.equal(loaded.decompress(loaded.compress(x, "max"))[0], codec.decompress(coded)[0])
+
+
 def test_a_damaged_context_index_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -261,7 +283,9 @@ def test_a_damaged_context_index_is_refused(tmp_path):
     codec.save(tmp_path / "m")
     path = tmp_path / "m" / "entropy.safetensors"
     tensors = load_file(str(path))
-    for meta in ({"contexts": "{not json"}, {"contexts": '{"max/0": {"prev0": "context/missing"}}'}, {"contexts": "[1]"}):
+    for meta in ({"contexts": "{not json"}, {"contexts": '{"max/0": {"prev0": "context/missing"}}'}, {"contexts": "[1]"},
+                 {"contexts": '{"max/0": {"prev0": ["context/missing", "context/missing", "x"]}}'},
+                 {"contexts": '{"max/0": {"prev0": 3}}'}):
         save_file(tensors, str(path), metadata=meta)
         with pytest.raises(ValueError, match="context index"):
             Codec.load(tmp_path / "m")

@@ -10,6 +10,7 @@ from codec.entropy import (
     CONTEXT,
     ColumnContexts,
     ContextTable,
+    cluster_contexts,
     FrequencyTable,
     decode_context_columns,
     decode_symbols,
@@ -179,3 +180,59 @@ def test_context_tables_validate_their_integers():
     assert np.array_equal(ContextTable.from_tensor(t.to_tensor()).rows, t.rows)
     with pytest.raises(ValueError, match="unknown context source"):
         ColumnContexts({"diagonal": t}).check(0, [4], 2)
+
+
+def _grouped_grid(rng, length, k, groups, rows=4):
+    """1-D code sequences whose next code depends only on the group (``code * groups // k``) of
+    the previous one: each group prefers its own band of codes."""
+    g = np.zeros((rows, length, 1), dtype=np.int64)
+    band = k // groups
+    for r in range(rows):
+        for t in range(length):
+            grp = g[r, t - 1, 0] * groups // k if t else 0
+            g[r, t, 0] = (grp * band + rng.integers(band)) if rng.random() < 0.8 else rng.integers(k)
+    return g
+
+
+def test_bucketed_context_tables_find_the_groups_and_stay_small():
+    rng = np.random.default_rng(3)
+    k, groups = 64, 4
+    train = [_grouped_grid(rng, 400, k, groups) for _ in range(8)]
+    sym = np.concatenate([g[:, 1:, 0].ravel() for g in train])
+    ctx = np.concatenate([g[:, :-1, 0].ravel() for g in train])
+    buckets = cluster_contexts(sym, ctx, k, k, groups)
+    truth = np.arange(k) * groups // k
+    # the same partition up to relabelling
+    assert len({(int(a), int(b)) for a, b in zip(buckets, truth)}) == groups
+    full = fit_column_contexts(train, 0, [k])
+    small = fit_column_contexts(train, 0, [k], buckets=groups)
+    assert full is not None and small is not None
+    t = small.tables["prev0"]
+    assert t.rows.shape == (groups + 1, k) and t.num_contexts == k and t.buckets.shape == (k,)
+    test = _grouped_grid(rng, 400, k, groups)
+    tables = [FrequencyTable.from_codes(np.concatenate([g.ravel() for g in train]), k)]
+    sizes = {name: len(encode_context_columns(test.reshape(-1, 1), test.shape[:2], [k], tables, [cc]))
+             for name, cc in (("full", full), ("bucketed", small))}
+    plain = len(encode_tile(test.reshape(-1, 1), [k], tables))
+    assert sizes["bucketed"] < 0.88 * plain and sizes["bucketed"] <= 1.03 * sizes["full"]
+    data = encode_tile(test.reshape(-1, 1), [k], tables, grid=test.shape[:2], contexts=[small])
+    out = decode_tile(data, test.size, [k], tables, grid=test.shape[:2], contexts=[small])
+    np.testing.assert_array_equal(out, test.reshape(-1, 1))
+    again = ContextTable.from_tensor(t.to_tensor(), t.buckets_tensor())
+    assert np.array_equal(again.rows, t.rows) and np.array_equal(again.buckets, t.buckets)
+
+
+def test_bucketed_contexts_open_large_alphabets_and_validate_their_map():
+    rng = np.random.default_rng(4)
+    k = 512
+    train = [_grouped_grid(rng, 300, k, 8, rows=2) for _ in range(8)]
+    assert fit_column_contexts(train, 0, [k]) is None  # beyond max_symbols without buckets
+    cc = fit_column_contexts(train, 0, [k], max_symbols=1024, buckets=8)
+    assert cc is not None and cc.tables["prev0"].rows.shape == (9, k)
+    rows = np.ones((3, 4), dtype=np.int64)
+    assert ContextTable(rows, np.array([0, 1, 1, 0, 0])).num_contexts == 5
+    for bad in (np.array([0, 2]), np.array([-1, 0]), np.zeros((2, 2), dtype=np.int64), np.array([0.5])):
+        with pytest.raises(ValueError, match="buckets"):
+            ContextTable(rows, bad)
+    with pytest.raises(ValueError, match="num_buckets"):
+        cluster_contexts(np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), 4, 4, 4)
