@@ -547,6 +547,7 @@ def evaluate(
     max_files: Optional[int] = typer.Option(None, min=1, help="Evaluate this many files, spread evenly over the sorted folder."),
     max_seconds: Optional[float] = typer.Option(None, min=0.5, help="Audio: evaluate the first this many seconds of each file."),
     min_seconds: Optional[float] = typer.Option(None, min=0.0, help="Audio: leave out files shorter than this (container headers dominate tiny clips)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=8000, max=192000, help="Audio: resample every file to this rate (Hz) first and score against that, e.g. 8000 for telephone speech (PESQ narrow-band below 16 kHz)."),
     device: Device = DEVICE,
     debug: bool = DEBUG,
 ) -> None:
@@ -581,9 +582,9 @@ def evaluate(
     run = evaluate_images if kind == "image" else evaluate_audio
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        extra = {"min_seconds": min_seconds} if kind == "audio" else {}
-        if min_seconds and kind != "audio":
-            _fail("--min-seconds applies to audio")
+        extra = {"min_seconds": min_seconds, "sample_rate": sample_rate} if kind == "audio" else {}
+        if (min_seconds or sample_rate) and kind != "audio":
+            _fail("--min-seconds and --sample-rate apply to audio")
         rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
                       max_files, max_seconds, **extra)
     unit = "bpp" if kind == "image" else "kbps"

@@ -248,12 +248,16 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
 def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
+    sample_rate: int | None = None,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
 
     ``min_seconds`` leaves out shorter files (before ``limit`` spreads the choice over the rest):
     on a one-second clip the container headers of every codec are a large share of the rate.
+    ``sample_rate`` resamples every file first: the resampled signal is what every codec is fed
+    and scored against (8000: telephone speech, scored with narrow-band PESQ).
     """
+    from codec.nets.audio import resample
     import soundfile as sf
 
     from codec.files import compress_signal, decompress
@@ -270,6 +274,10 @@ def evaluate_audio(
     for path in files:
         wav, meta = read_audio(path)
         sr = meta["sample_rate"]
+        if sample_rate and sample_rate != sr:
+            wav = resample(wav, sr, sample_rate).clamp(-1, 1)
+            sr = meta["sample_rate"] = sample_rate
+            meta["frames"] = wav.shape[-1]
         if max_seconds:
             wav = wav[..., : int(max_seconds * sr)]
             meta["frames"] = wav.shape[-1]

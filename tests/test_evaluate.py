@@ -81,6 +81,21 @@ def test_audio_eval_leaves_out_clips_shorter_than_min_seconds(model_dirs, speech
     assert not (tmp_path / "r2").exists()
 
 
+def test_audio_eval_at_a_telephone_rate_scores_the_resampled_signal(model_dirs, speech_dir, tmp_path):
+    args = ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--rates", "max", "--baselines", "none"]
+    out = runner.invoke(app, [*args, "--sample-rate", "8000", "-o", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert len(rows) == 2 and all(float(r["pesq"]) == float(r["pesq"]) for r in rows)  # narrow-band PESQ
+    # the same bytes per second of signal whatever the input rate: the codec resamples internally
+    wide = runner.invoke(app, [*args, "-o", str(tmp_path / "w")])
+    assert wide.exit_code == 0, wide.output
+    wide_rows = list(csv.DictReader(open(tmp_path / "w" / "results.csv")))
+    assert abs(float(rows[0]["kbps"]) - float(wide_rows[0]["kbps"])) < 0.5
+    bad = runner.invoke(app, [*args, "--sample-rate", "100", "-o", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and not (tmp_path / "b").exists()
+
+
 @pytest.mark.skipif(bool(missing_tools(["opus", "codec2"])), reason="opus-tools / codec2 not installed")
 def test_audio_eval_with_opus_and_codec2(model_dirs, speech_dir, tmp_path):
     out = runner.invoke(app, ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--rates", "max",
