@@ -430,9 +430,7 @@ def cluster_contexts(symbols: np.ndarray, contexts: np.ndarray, num_symbols: int
         return full
 
     def lloyd(groups: np.ndarray) -> tuple[float, np.ndarray]:
-        sums = np.zeros((num_buckets, num_symbols))
-        np.add.at(sums, groups, n)
-        logp = log_probs(sums)
+        logp = log_probs(np.eye(num_buckets)[groups].T @ n)
         assign = np.full(num_contexts, -1, dtype=np.int64)
         cost = -n @ logp.T
         for _ in range(iterations):
@@ -446,9 +444,7 @@ def cluster_contexts(symbols: np.ndarray, contexts: np.ndarray, num_symbols: int
             if np.array_equal(new, assign):
                 break
             assign = new
-            sums = np.zeros((num_buckets, num_symbols))
-            np.add.at(sums, assign, n)
-            logp = log_probs(sums)
+            logp = log_probs(np.eye(num_buckets)[assign].T @ n)
             cost = -n @ logp.T
         return float(cost[np.arange(num_contexts), assign].sum()), assign
 

@@ -174,11 +174,15 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         f"preset `{preset}`), {training.get('steps', '?')} steps, {training.get('wall_s', float('nan')) / 60:.0f} min "
         f"wall time" + (f" in {training['segments']} segments (resumed from checkpoints)" if training.get("segments", 1) > 1
                         else "") + ".",
+        *([f"* Initialised from the EMA weights of `{cfg['init_from']}` (`init_from`): a fine-tuning run; "
+           "its own steps and time are counted above."] if cfg.get("init_from") else []),
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
-        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else '10 s clips'} of the training data"
-        + (f"; context tables (each code predicted from its neighbours: {context_summary(model)}) where they "
-           "saved bits on a held-out quarter of it." if model.context_tables else "."),
+        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else 'clips (up to 10 s each)'} of the "
+        "training data" + (f"; context tables (each code predicted from its neighbours: {context_summary(model)}"
+                           + (f"; context alphabets of more than {args.context_buckets} codes clustered into {args.context_buckets} rows"
+                              if args.context_buckets else "")
+                           + ") where they saved bits on a held-out quarter of it." if model.context_tables else "."),
         *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
            "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
           if model.inference_only else []),
@@ -224,6 +228,9 @@ def main() -> None:
                     "(default: vqcodec train RECIPE --config PRESET)")
     ap.add_argument("--default", action="store_true")
     ap.add_argument("--no-contexts", action="store_true", help="frequency tables only, no context tables")
+    ap.add_argument("--context-max-symbols", type=int, default=256, help="largest code alphabet given context tables")
+    ap.add_argument("--context-buckets", type=int, default=None,
+                    help="cluster context alphabets larger than this into this many rows (small tables for K=1024)")
     ap.add_argument("--keep-training-state", action="store_true",
                     help="publish the RAQ codebook generators and EMA state too (larger; fine-tunable)")
     ap.add_argument("--description", default="")
@@ -236,7 +243,8 @@ def main() -> None:
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
     fit_x = signals(model, fit, args.fit_files)
-    model.fit_entropy_tables(fit_x, contexts=not args.no_contexts)
+    model.fit_entropy_tables(fit_x, contexts=not args.no_contexts, context_max_symbols=args.context_max_symbols,
+                             context_buckets=args.context_buckets)
     print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
     val_x = signals(model, val, args.val_files)
     rows = measure(model, val_x)
