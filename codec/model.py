@@ -1059,26 +1059,34 @@ class Codec(nn.Module):
 
 CONTEXT_PREFIX = "context/"
 CONTEXT_INDEX = "contexts"
+TABLE_PREFIX = "table/"
+TABLE_INDEX = "tables"
 
 
 def _entropy_state(tables: Mapping[str, FrequencyTable], contexts: Mapping[str, ColumnContexts]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of ``entropy.safetensors``: frequency tables under ``"<point>/<column>"``;
-    context tables once per distinct content under ``"context/<hash>"`` (rate points that share a
-    level's codes share its tables), with the index ``{"<point>/<column>": {source: key}}`` in the
-    metadata (a source's value is the key of its rows, or ``[rows, buckets]`` for a bucketed table)."""
-    tensors = {k: t.to_tensor() for k, t in tables.items()}
-    index: dict[str, dict[str, str | list[str]]] = {}
+    """Tensors and metadata of ``entropy.safetensors``. Every distinct table is stored once (rate
+    points that share a level's codes share its tables): frequency tables under
+    ``"table/<hash>"`` with the index ``{"<point>/<column>": key}`` in the metadata entry
+    ``tables``; context tables under ``"context/<hash>"`` with the index
+    ``{"<point>/<column>": {source: key}}`` in ``contexts`` (a source's value is the key of its
+    rows, or ``[rows, buckets]`` for a bucketed table). Files written before deduplication keep
+    their frequency tables under ``"<point>/<column>"`` and still load."""
+    tensors: dict[str, Tensor] = {}
 
-    def put(t: Tensor) -> str:
-        key = CONTEXT_PREFIX + hashlib.sha256(t.numpy().tobytes() + str(tuple(t.shape)).encode()).hexdigest()[:20]
+    def put(prefix: str, t: Tensor) -> str:
+        key = prefix + hashlib.sha256(t.numpy().tobytes() + str((tuple(t.shape), str(t.dtype))).encode()).hexdigest()[:20]
         tensors[key] = t
         return key
 
+    table_index = {name: put(TABLE_PREFIX, t.to_tensor()) for name, t in sorted(tables.items())}
+    index: dict[str, dict[str, str | list[str]]] = {}
     for name, cc in sorted(contexts.items()):
         for source, table in sorted(cc.tables.items()):
             rows, buckets = table.to_tensor(), table.buckets_tensor()
-            index.setdefault(name, {})[source] = put(rows) if buckets is None else [put(rows), put(buckets)]
-    return tensors, ({CONTEXT_INDEX: json.dumps(index, sort_keys=True)} if index else {})
+            index.setdefault(name, {})[source] = (put(CONTEXT_PREFIX, rows) if buckets is None
+                                                  else [put(CONTEXT_PREFIX, rows), put(CONTEXT_PREFIX, buckets)])
+    meta = {TABLE_INDEX: json.dumps(table_index, sort_keys=True)} if table_index else {}
+    return tensors, meta | ({CONTEXT_INDEX: json.dumps(index, sort_keys=True)} if index else {})
 
 
 def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str, ColumnContexts]]:
@@ -1087,7 +1095,16 @@ def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         raw = {k: f.get_tensor(k) for k in f.keys()}
-    tables = {k: FrequencyTable.from_tensor(t) for k, t in raw.items() if not k.startswith(CONTEXT_PREFIX)}
+    if TABLE_INDEX in meta:
+        try:
+            table_index = json.loads(meta[TABLE_INDEX])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: table index is not valid JSON ({err})") from None
+        if not isinstance(table_index, dict) or any(not isinstance(k, str) or k not in raw for k in table_index.values()):
+            raise ValueError(f"{path}: malformed table index")
+        tables = {name: FrequencyTable.from_tensor(raw[k]) for name, k in table_index.items()}
+    else:  # the layout before deduplication: one tensor per "<point>/<column>"
+        tables = {k: FrequencyTable.from_tensor(t) for k, t in raw.items() if not k.startswith(CONTEXT_PREFIX)}
     contexts: dict[str, ColumnContexts] = {}
     if CONTEXT_INDEX in meta:
         try:

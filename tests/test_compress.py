@@ -250,6 +250,10 @@ def test_context_tables_shrink_image_files_exactly_and_survive_save_load(tmp_pat
         stored = [k for k in f.keys() if k.startswith("context/")]
     used = sum(len(cc.tables) for cc in codec.context_tables.values())
     assert len(stored) <= used
+    with safe_open(str(tmp_path / "m" / "entropy.safetensors"), framework="pt") as f:
+        freq = [k for k in f.keys() if k.startswith("table/")]
+    assert len(freq) < len(codec.entropy_tables) == len(loaded.entropy_tables)  # n1's level 0 is n2's level 0
+    assert all(np.array_equal(t.counts, loaded.entropy_tables[k].counts) for k, t in codec.entropy_tables.items())
 
 
 def test_bucketed_context_tables_survive_save_load_and_decode_alike(tmp_path):
@@ -288,4 +292,8 @@ def test_a_damaged_context_index_is_refused(tmp_path):
                  {"contexts": '{"max/0": {"prev0": 3}}'}):
         save_file(tensors, str(path), metadata=meta)
         with pytest.raises(ValueError, match="context index"):
+            Codec.load(tmp_path / "m")
+    for meta in ({"tables": "{not json"}, {"tables": '{"max/0": "table/missing"}'}, {"tables": "[1]"}):
+        save_file(tensors, str(path), metadata=meta)
+        with pytest.raises(ValueError, match="table index"):
             Codec.load(tmp_path / "m")
