@@ -14,7 +14,7 @@ loop itself (DDP, bf16, EMA, checkpoints, resume, export) is :mod:`recipes.loop`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,22 +96,6 @@ PRESETS = {
         segment_seconds=0.5, batch_size=8, steps=5400, warmup_steps=100, lr=5e-4, grad_clip=1000.0,
         ema_decay=0.995, val_every=350, val_clips=4, val_seconds=3.0, log_every=50, checkpoint_every=250, bf16=False,
     ),
-    # The bundled audio-v2: audio-v1 (step 5,400) fine-tuned for speech. The same network and
-    # quantizers; the data mix moves from ~28 % speech (drawn by duration) to 80 % speech, with
-    # +-10 dB level augmentation and a fifth of the segments band-limited to telephone bandwidth.
-    # audio-v2 ran 1,500 steps of a 4,000-step schedule, then was resumed with this one (3,000).
-    "cpu-v2": AudioCodecConfig(
-        data="data/audio",
-        out="runs/audio_cpu_v2",
-        init_from="runs/audio_cpu_v1",
-        network_kwargs=dict(channels=16, strides=[2, 4, 5, 8], latent_dim=64, sample_rate=24000, activation="elu"),
-        quantizer_kwargs=dict(codebook_size=1024, num_levels=16, quantizer="raq", quantizer_dropout=0.5,
-                              min_codebook_size=64, max_codebook_size=1024, rate_points=[64, 256, 1024],
-                              forcing="official", base_kwargs=dict(dead_code_threshold=1.0, init="kmeans")),
-        source_weights={"speech": 0.8, "music": 0.1, "drums": 0.1}, gain_db=10.0, telephone_prob=0.2,
-        segment_seconds=0.5, batch_size=8, steps=3000, warmup_steps=100, lr=3e-4, grad_clip=1000.0,
-        ema_decay=0.995, val_every=500, val_clips=6, val_seconds=3.0, log_every=50, checkpoint_every=250, bf16=False,
-    ),
     "raq-debug": AudioCodecConfig(
         data="synthetic",
         out="runs/audio_raq_debug",
@@ -123,6 +107,17 @@ PRESETS = {
         log_every=2, checkpoint_every=4, bf16=False,
     ),
 }
+
+
+# The bundled audio-v2: audio-v1 (step 5,400) fine-tuned for speech. The same network and
+# quantizers; the data mix moves from ~28 % speech (drawn by duration) to 80 % speech, with
+# +-10 dB level augmentation and a fifth of the segments band-limited to telephone bandwidth.
+# audio-v2 ran 1,500 steps of a 4,000-step schedule, then was resumed with this one (3,000).
+PRESETS["cpu-v2"] = replace(
+    PRESETS["cpu-v1"], out="runs/audio_cpu_v2", init_from="runs/audio_cpu_v1",
+    source_weights={"speech": 0.8, "music": 0.1, "drums": 0.1}, gain_db=10.0, telephone_prob=0.2,
+    steps=3000, lr=3e-4, val_every=500, val_clips=6,
+)
 
 
 @torch.no_grad()

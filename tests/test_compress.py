@@ -221,16 +221,21 @@ def _blocky(seed, size=64, block=16):
     return torch.nn.functional.interpolate(small, scale_factor=block, mode="nearest")
 
 
+def _blocky_codec():
+    """A small image codec whose codebooks have seen one batch of blocky images (k-means init)."""
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=2, init="kmeans"))
+    train = [_blocky(i) for i in range(8)]
+    codec.train()(torch.cat(train))
+    return codec.eval(), train
+
+
 def test_context_tables_shrink_image_files_exactly_and_survive_save_load(tmp_path):
     from safetensors import safe_open
 
     from codec.entropy import CONTEXT
 
-    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
-                        quantizer_kwargs=dict(codebook_size=16, num_levels=2, init="kmeans"))
-    train = [_blocky(i) for i in range(8)]
-    codec.train()(torch.cat(train))
-    codec.eval()
+    codec, train = _blocky_codec()
     x = _blocky(100)
     codec.fit_entropy_tables(train, contexts=False)
     plain = codec.compress(x, "max")
@@ -257,11 +262,7 @@ def test_context_tables_shrink_image_files_exactly_and_survive_save_load(tmp_pat
 
 
 def test_bucketed_context_tables_survive_save_load_and_decode_alike(tmp_path):
-    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
-                        quantizer_kwargs=dict(codebook_size=16, num_levels=2, init="kmeans"))
-    train = [_blocky(i) for i in range(8)]
-    codec.train()(torch.cat(train))
-    codec.eval()
+    codec, train = _blocky_codec()
     codec.fit_entropy_tables(train, context_buckets=4)
     bucketed = [t for cc in codec.context_tables.values() for t in cc.tables.values() if t.buckets is not None]
     assert bucketed and all(t.rows.shape[0] == 5 and t.num_contexts == 16 for t in bucketed)
