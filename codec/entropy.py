@@ -502,6 +502,25 @@ def _context_probs(contexts: ColumnContexts, ctx: dict[str, np.ndarray]) -> np.n
     return rows / rows.sum(1, keepdims=True)
 
 
+MAX_MIXTURE_ENTRIES = 1 << 20  # a column's precomputed row combinations, at most (8 MB of float64)
+
+
+def _mixtures(contexts: ColumnContexts) -> tuple[np.ndarray, list[tuple[str, np.ndarray, int]]] | None:
+    """The probabilities of every combination of the sources' rows, where that is small (bucketed
+    tables): ``(probs (prod(rows), K), [(source, lookup, stride)])``, so a symbol's model is one
+    row lookup. The same integer sums and division as :func:`_context_probs`, so the same floats."""
+    tables = list(contexts.tables.items())
+    k = tables[0][1].num_symbols
+    counts = [t.rows.shape[0] for _, t in tables]
+    if math.prod(counts) * k > MAX_MIXTURE_ENTRIES:
+        return None
+    rows = tables[0][1].rows
+    for _, t in tables[1:]:
+        rows = (rows[:, None, :] + t.rows[None, :, :]).reshape(-1, k)
+    index = [(src, t._lookup, math.prod(counts[i + 1 :])) for i, (src, t) in enumerate(tables)]
+    return rows / rows.sum(1, keepdims=True), index
+
+
 def _wavefront(grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat positions of a ``(B, *S)`` grid sorted by the sum of spatial indices, the wavefront
     sizes, and the index of every position along every axis ``(len(grid), prod(grid))``."""
@@ -586,6 +605,11 @@ def decode_context_columns(
             if cc is None:
                 flat[:, c] = np.asarray(dec.decode(_model(table), count))
                 continue
+            # context symbols are decoded symbols of this column or the previous one, in range by
+            # construction (the tables were checked against ``sizes``); checked once per column
+            if "level" in cc.tables and (flat[:, c - 1].min() < 0 or flat[:, c - 1].max() > cc.tables["level"].num_contexts):
+                raise ValueError("context out of range")
+            mix = _mixtures(cc)
             for w in range(len(fronts)):
                 pos = order[bounds[w] : bounds[w + 1]]
                 ctx = {}
@@ -598,9 +622,11 @@ def decode_context_columns(
                         v = np.full(pos.size, t.num_contexts, dtype=np.int64)
                         v[has] = flat[pos[has] - strides[axis], c]
                         ctx[src] = v
-                if ctx and any((v < 0).any() or (v > cc.tables[s].num_contexts).any() for s, v in ctx.items()):
-                    raise ValueError("context out of range")
-                flat[pos, c] = np.asarray(dec.decode(family, _context_probs(cc, ctx)))
+                if mix is None:
+                    probs = _context_probs(cc, ctx)
+                else:
+                    probs = mix[0][sum(lookup[ctx[src]] * stride for src, lookup, stride in mix[1])]
+                flat[pos, c] = np.asarray(dec.decode(family, probs))
     except ValueError:
         raise
     except Exception as err:  # constriction reports a corrupt stream as a generic error

@@ -236,3 +236,21 @@ def test_bucketed_contexts_open_large_alphabets_and_validate_their_map():
             ContextTable(rows, bad)
     with pytest.raises(ValueError, match="num_buckets"):
         cluster_contexts(np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), 4, 4, 4)
+
+
+def test_precomputed_row_mixtures_are_bit_identical_to_summing_rows():
+    from codec.entropy import _context_probs, _mixtures
+
+    rng = np.random.default_rng(5)
+    k = 64
+    cc = ColumnContexts({
+        "prev0": ContextTable(rng.integers(1, 5000, (9, k)), rng.integers(0, 8, 300)),
+        "level": ContextTable(rng.integers(1, 5000, (17, k))),
+    })
+    probs, index = _mixtures(cc)
+    ctx = {"prev0": rng.integers(0, 301, 500), "level": rng.integers(0, 17, 500)}
+    looked_up = probs[sum(lookup[ctx[src]] * stride for src, lookup, stride in index)]
+    assert np.array_equal(looked_up, _context_probs(cc, ctx))  # the same floats, not merely close
+    wide = ColumnContexts({"prev0": ContextTable(np.ones((1025, 1024), dtype=np.int64)),
+                           "prev1": ContextTable(np.ones((1025, 1024), dtype=np.int64))})
+    assert _mixtures(wide) is None  # too many combinations: rows are summed per symbol instead
