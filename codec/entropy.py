@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -478,6 +479,19 @@ class ColumnContexts:
         low = sum(int(t.rows.sum(1).min()) for t in self.tables.values())
         return max(0.0, -math.log2(min(1.0, top / low)))
 
+    @cached_property
+    def _mixture(self) -> tuple[np.ndarray, list[tuple[str, np.ndarray, int]]] | None:
+        return _mixtures(self)  # computed once per column's tables, not once per tile
+
+    def probs(self, ctx: dict[str, np.ndarray]) -> np.ndarray:
+        """Symbol probabilities ``(N, K)`` given each source's context symbols ``(N,)``: a row of
+        the precomputed mixtures where they are small, else the rows summed per symbol (the same
+        floats either way)."""
+        mix = self._mixture
+        if mix is None:
+            return _context_probs(self, ctx)
+        return mix[0][sum(lookup[ctx[src]] * stride for src, lookup, stride in mix[1])]
+
 
 def context_symbols(grid_codes: np.ndarray, column: int, source: str, none: int) -> np.ndarray:
     """Context symbol of every position of ``grid_codes`` ``(B, *S, L)`` for ``source`` (``none`` where absent)."""
@@ -571,7 +585,7 @@ def encode_context_columns(
         sym = a[order, c]
         step = max(1, MAX_CONTEXT_PROBS // sizes[c])
         for i in range(0, count, step):
-            probs = _context_probs(cc, {s: v[i : i + step] for s, v in ctx.items()})
+            probs = cc.probs({s: v[i : i + step] for s, v in ctx.items()})
             enc.encode(sym[i : i + step].astype(np.int32), family, probs)
     return enc.get_compressed().astype("<u4").tobytes()
 
@@ -609,7 +623,6 @@ def decode_context_columns(
             # construction (the tables were checked against ``sizes``); checked once per column
             if "level" in cc.tables and (flat[:, c - 1].min() < 0 or flat[:, c - 1].max() > cc.tables["level"].num_contexts):
                 raise ValueError("context out of range")
-            mix = _mixtures(cc)
             for w in range(len(fronts)):
                 pos = order[bounds[w] : bounds[w + 1]]
                 ctx = {}
@@ -622,11 +635,7 @@ def decode_context_columns(
                         v = np.full(pos.size, t.num_contexts, dtype=np.int64)
                         v[has] = flat[pos[has] - strides[axis], c]
                         ctx[src] = v
-                if mix is None:
-                    probs = _context_probs(cc, ctx)
-                else:
-                    probs = mix[0][sum(lookup[ctx[src]] * stride for src, lookup, stride in mix[1])]
-                flat[pos, c] = np.asarray(dec.decode(family, probs))
+                flat[pos, c] = np.asarray(dec.decode(family, cc.probs(ctx)))
     except ValueError:
         raise
     except Exception as err:  # constriction reports a corrupt stream as a generic error
@@ -686,7 +695,7 @@ def fit_column_contexts(
         for combo in combinations(sources, n):
             cc = ColumnContexts({s: fitted[s] for s in combo})
             p = np.concatenate([
-                _context_probs(cc, {s: te_c[s][i : i + 4096] for s in combo})[np.arange(min(4096, te_s.size - i)), te_s[i : i + 4096]]
+                cc.probs({s: te_c[s][i : i + 4096] for s in combo})[np.arange(min(4096, te_s.size - i)), te_s[i : i + 4096]]
                 for i in range(0, te_s.size, 4096)
             ])
             bits = float(-np.log2(p).mean())

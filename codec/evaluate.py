@@ -257,10 +257,10 @@ def evaluate_audio(
     ``sample_rate`` resamples every file first: the resampled signal is what every codec is fed
     and scored against (8000: telephone speech, scored with narrow-band PESQ).
     """
-    from codec.nets.audio import resample
     import soundfile as sf
 
     from codec.files import compress_signal, decompress
+    from codec.nets.audio import resample
 
     baselines = [b for b in baselines if b not in missing_tools(baselines)]
     rows: list[Row] = []

@@ -299,14 +299,15 @@ class AudioData:
         else:
             train_files, val_files = split_files(root, AUDIO_EXTENSIONS, val_fraction)
             train_sources = [_source(p, root) for p in train_files]
+            val_sources = [_source(p, root) for p in val_files]
             if source_weights:
                 keys = _match_sources(train_sources, source_weights)
-                val_files = [p for p in val_files if _key_of(_source(p, root), source_weights) is not None]
                 train_files = [p for p, k in zip(train_files, keys) if k is not None]
                 train_sources = [k for k in keys if k is not None]
+                kept_val = [(p, s) for p, s in zip(val_files, val_sources) if _key_of(s, source_weights) is not None]
+                val_files, val_sources = [p for p, _ in kept_val], [s for _, s in kept_val]
             self.train = [_load_audio(p, sample_rate) for p in train_files]
-            val_files = _round_robin(val_files, [_source(p, root) for p in val_files])
-            self.val = [_load_audio(p, sample_rate) for p in val_files]
+            self.val = [_load_audio(p, sample_rate) for p in _round_robin(val_files, val_sources)]
         kept = [(c, s) for c, s in zip(self.train, train_sources) if c.numel() > 0]
         self.train = [c for c, _ in kept]
         self.val = [c for c in self.val if c.numel() > 0]

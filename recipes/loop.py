@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from codec.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
