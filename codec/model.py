@@ -47,6 +47,8 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
+MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
+STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # besides the model's own dtype
 MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24 kHz stereo)
 MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
 MAX_TILE = 1 << 24  # samples or pixels per axis of one tile
@@ -339,6 +341,18 @@ class Codec(nn.Module):
             points = [p for p in points if p.name in self.target_points]
         return [p for p in points if (p.rate, p.nominal) <= (point.rate, point.nominal)]
 
+    def _refinements(self, point: RatePoint) -> list[RatePoint]:
+        """Points that code ``point``'s levels plus more of the same codebooks (residual
+        quantizers), fewest levels first: each one's codes extend ``point``'s with the next
+        residual levels, the detail the model was trained to add with its rate."""
+        levels = point.kwargs.get("num_levels")
+        if levels is None:
+            return []
+        others = {k: v for k, v in point.setting if k != "num_levels"}
+        finer = [p for p in self.rate_points() if p.kwargs.get("num_levels", 0) > levels
+                 and {k: v for k, v in p.setting if k != "num_levels"} == others]
+        return sorted(finer, key=lambda p: p.kwargs["num_levels"])
+
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> CodecOutput:
         """Training/validation pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`.
@@ -627,6 +641,9 @@ class Codec(nn.Module):
         while the real file exceeds the target the next lower point is used, and each step down
         is recorded in ``notes``. Where even the lowest point does not fit (a tiny input, whose
         header alone may exceed the target) the lowest point is written and a note says so.
+        A point that fits is then refined while the file still fits: residual levels of the same
+        codebooks are added one at a time (at most :data:`MAX_REFINEMENTS`), so a signal that
+        codes smaller than the model's measured rates uses the budget it was given.
 
         ``metadata`` (a small JSON object, e.g. the source file's sample rate and format) is
         stored in the header and returned by :meth:`decompress`. ``sample_rate`` is the rate the
@@ -704,6 +721,16 @@ class Codec(nn.Module):
             nxt = lower[-1]
             notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
             point = nxt
+        if target is not None and real <= target * (1 + 1e-9):
+            # fill the budget: more residual levels of the same codebooks only add detail
+            for finer in self._refinements(point)[:MAX_REFINEMENTS]:
+                finer_data = self._write(finer, tokens, grid, shape, metadata)
+                finer_real = self.real_rate(len(finer_data), shape, sample_rate)
+                if finer_real > target * (1 + 1e-9):
+                    break
+                if notes:
+                    notes.append(f"{finer.name} (more levels of {point.name}) fits at {finer_real:.4g} {self.rate_unit}; used it")
+                point, data, real = finer, finer_data, finer_real
         return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes)
 
     def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:
@@ -998,11 +1025,35 @@ class Codec(nn.Module):
             out["target_points"] = list(self.target_points)
         return out
 
-    def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None, name: str | None = None) -> Path:
+    @torch.no_grad()
+    def round_weights_(self, dtype: torch.dtype) -> "Codec":
+        """Round every floating parameter and buffer to the values ``dtype`` can hold, in place.
+
+        The model keeps computing in its own dtype (float32): only the values change, so that
+        :meth:`save` with ``storage_dtype=dtype`` writes exactly this model in half the bytes.
+        Publish tools call it before fitting entropy tables and measuring rates, so what they
+        measure is what is published. Raises ``ValueError`` where a value would overflow.
+        """
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage dtype must be one of {sorted(map(str, STORAGE_DTYPES))}, got {dtype}")
+        for name, tensor in self.state_dict(keep_vars=True).items():
+            if tensor.is_floating_point():
+                rounded = tensor.detach().to(dtype)
+                if not torch.isfinite(rounded).all() and torch.isfinite(tensor).all():
+                    raise ValueError(f"{name} holds values outside the range of {dtype}")
+                tensor.data.copy_(rounded.to(tensor.dtype))
+        self._sha256 = None
+        return self
+
+    def save(self, folder: str | Path, metadata: Mapping[str, str] | None = None, name: str | None = None,
+             storage_dtype: torch.dtype | None = None) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if missing).
 
         ``name`` is the model's published name, written into every ``.vqc`` header it makes so a
         file finds its model (default: the name it already has, else the folder's name).
+        ``storage_dtype`` (``torch.float16`` or ``torch.bfloat16``) stores the floating tensors in
+        that dtype; loading casts them back. Only a lossless cast is written: call
+        :meth:`round_weights_` first, or this raises ``ValueError``.
         """
         from safetensors.torch import save_file
 
@@ -1016,6 +1067,16 @@ class Codec(nn.Module):
             publish()
             self._sha256 = None  # published buffers are part of the weights
         state = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
+        if storage_dtype is not None:
+            if storage_dtype not in STORAGE_DTYPES:
+                raise ValueError(f"storage dtype must be one of {sorted(map(str, STORAGE_DTYPES))}, got {storage_dtype}")
+            for k, v in state.items():
+                if v.is_floating_point():
+                    stored = v.to(storage_dtype)
+                    if not torch.equal(stored.to(v.dtype), v):
+                        raise ValueError(f"{k} is not exactly representable in {storage_dtype}: "
+                                         "call round_weights_ before saving")
+                    state[k] = stored
         if callable(publish) and self.quantizer.training:
             self.quantizer.train(True)  # still training: the stored codebooks go stale in this copy
         tmp_w, tmp_c = folder / (WEIGHTS_FILE + ".tmp"), folder / (CONFIG_FILE + ".tmp")
@@ -1049,6 +1110,13 @@ class Codec(nn.Module):
         if model.inference_only:
             model.strip_training_state(publish=False)
         state = load_file(str(w_path), device=str(device))
+        expected = model.state_dict()
+        for key, tensor in state.items():  # a float32 model may be stored in 16 bits, nothing else differs
+            want = expected.get(key)
+            if want is not None and tensor.dtype != want.dtype and not (
+                want.is_floating_point() and tensor.dtype in STORAGE_DTYPES
+            ):
+                raise ValueError(f"weights: {key} is stored as {tensor.dtype}, the model holds {want.dtype}")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")

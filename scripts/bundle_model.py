@@ -183,6 +183,9 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
                            + (f"; context alphabets of more than {args.context_buckets} codes clustered into {args.context_buckets} rows"
                               if args.context_buckets else "")
                            + ") where they saved bits on a held-out quarter of it." if model.context_tables else "."),
+        *([f"* Stored in {args.storage_dtype} (every weight rounded to it before the entropy tables were fitted and "
+           "the rates below measured, so they describe exactly these weights); the model computes in float32."]
+          if args.storage_dtype != "float32" else []),
         *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
            "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
           if model.inference_only else []),
@@ -233,12 +236,21 @@ def main() -> None:
                     help="cluster context alphabets larger than this into this many rows (small tables for K=1024)")
     ap.add_argument("--keep-training-state", action="store_true",
                     help="publish the RAQ codebook generators and EMA state too (larger; fine-tunable)")
+    ap.add_argument("--storage-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="store the weights in this dtype (rounded first: half the bytes at 16 bits)")
     ap.add_argument("--description", default="")
     ap.add_argument("--hardware", default=f"CPU: {platform.machine()}, {__import__('os').cpu_count()} cores, no GPU")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     model = Codec.load(args.run / "export")
     kind = model.modality
+    storage_dtype = getattr(torch, args.storage_dtype)
+    if storage_dtype != torch.float32:
+        if args.keep_training_state:
+            raise SystemExit("--storage-dtype needs the inference weights: RAQ's generated codebooks are only rounded "
+                             "once published (drop --keep-training-state)")
+        model.strip_training_state()  # publish RAQ's codebooks first: they are weights to round too
+        model.round_weights_(storage_dtype)  # fit and measure the weights that will be published
     fit = args.fit or ROOT / "data" / ("images" if kind == "image" else "audio") / "train"
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
@@ -253,11 +265,14 @@ def main() -> None:
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name
-    if not args.keep_training_state:
+    if not args.keep_training_state and not model.inference_only:
         model.strip_training_state()  # RAQ generators and EMA sums: training state, not needed to code
-    model.save(target, metadata={"name": args.name}, name=args.name)
+    model.save(target, metadata={"name": args.name}, name=args.name,
+               storage_dtype=None if storage_dtype == torch.float32 else storage_dtype)
     loaded = Codec.load(target)
     sha = loaded.weights_sha256()
+    if sha != model.eval().weights_sha256():
+        raise SystemExit(f"{target}: the loaded weights differ from the ones measured")
     old = index["models"].get(args.name)
     if old and old["sha256"] != sha:
         raise SystemExit(f"{args.name} is already published with other weights: choose a new name")

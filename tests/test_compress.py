@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -39,14 +40,42 @@ def test_a_rate_target_is_a_promise_about_the_file(request_kbps):
     assert out.real_rate == pytest.approx(real)
     if out.point.name != "n1":
         assert real <= request_kbps
-    if out.point != codec.select_rate(f"{request_kbps}kbps", channels=2):
+    selected = codec.select_rate(f"{request_kbps}kbps", channels=2)
+    if out.point.nominal < selected.nominal:
         assert out.notes and "stepped down" in out.notes[0]
+    elif out.point != selected:  # refined: more levels of the same codebook, and still within the target
+        assert out.point.kwargs["num_levels"] > selected.kwargs["num_levels"] and real <= request_kbps
     if real > request_kbps:  # only when even the lowest point cannot fit
         assert out.point.name == "n1" and "too short" in out.notes[-1]
     with pytest.warns(RateWarning) if out.notes else contextlib.nullcontext():
         codec.compress(x, f"{request_kbps}kbps")
     with pytest.raises(RateError, match="below the lowest rate"):  # stereo: n1 costs 2 x 0.6 kbps
         codec.compress(x, "1kbps")
+
+
+def test_a_rate_target_fills_its_budget_with_more_levels_of_the_same_codebook():
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
+        codebook_size=64, num_levels=8, quantizer="raq", min_codebook_size=16, max_codebook_size=64,
+        rate_points=[16, 64], forcing="official")).eval()
+    x = torch.rand(1, 1, 24000 * 4) * 2 - 1
+    real = {p.name: codec.compress_detailed(x, p.name).real_rate for p in codec.rate_points()}
+    # the model's measured rates overstate this signal's by 40 %: selection alone would leave budget unused
+    codec.measured_rates = {name: 1.4 * r for name, r in real.items()}
+    codec.target_points = [name for name in real if name.startswith("k64-")]
+    target = real["k64-n4"] + 0.1
+    selected = codec.select_rate(f"{target}kbps")
+    assert selected.name == "k64-n2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RateWarning)  # filling is not a step down: no warning
+        out = codec.compress_detailed(x, f"{target}kbps")
+        codec.compress(x, f"{target}kbps")
+    assert out.point.name == "k64-n4" and out.real_rate <= target and not out.notes
+    assert out.real_rate == pytest.approx(real["k64-n4"])
+    y, header = codec.decompress(out.data)
+    assert header["rate_point"] == "k64-n4" and torch.equal(y, codec.decode(codec.encode(x, "k64-n4")))
+    assert [p.name for p in codec._refinements(codec.select_rate("k16-n6"))] == ["k16-n7", "k16-n8"]
+    # a point name is not a target: nothing is added
+    assert codec.compress_detailed(x, "k64-n2").point.name == "k64-n2"
 
 
 def test_tiny_input_is_written_at_the_lowest_point_with_a_warning():

@@ -154,6 +154,64 @@ def test_inference_only_models_code_identically_without_training_state(tmp_path)
         slim.quantizer.levels[0].codebook(8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_storage_publishes_exactly_the_rounded_model(tmp_path, dtype):
+    torch.manual_seed(0)
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
+        codebook_size=64, num_levels=2, quantizer="raq", min_codebook_size=4, max_codebook_size=64,
+        rate_points=[4, 16, 64], forcing="official", base_kwargs=dict(init="kmeans")))
+    codec.train()(torch.rand(2, 1, 3000) * 2 - 1)
+    codec.strip_training_state()
+    codec.save(tmp_path / "f32")
+    with pytest.raises(ValueError, match="round_weights_"):  # a lossy cast is never written silently
+        codec.save(tmp_path / "f16", storage_dtype=dtype)
+    assert not (tmp_path / "f16" / "model.safetensors").exists()
+    before = {k: v.clone() for k, v in codec.state_dict().items()}
+    codec.round_weights_(dtype)
+    changed = [k for k, v in codec.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(codec.state_dict()[k].dtype == before[k].dtype for k in changed)
+    for k in changed:  # rounding, not damage: within 16-bit precision of the trained value
+        assert torch.allclose(codec.state_dict()[k], before[k], rtol=1e-2 if dtype == torch.bfloat16 else 1e-3,
+                              atol=1e-6)
+    codec.save(tmp_path / "f16", storage_dtype=dtype)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "f16" / "model.safetensors"), "pt") as f:
+        stored = {f.get_tensor(k).dtype for k in f.keys()}
+    assert dtype in stored and torch.float32 not in stored
+    size = {k: (tmp_path / k / "model.safetensors").stat().st_size for k in ("f32", "f16")}
+    assert size["f16"] < 0.6 * size["f32"]
+    loaded = Codec.load(tmp_path / "f16")
+    assert all(v.dtype != dtype for v in loaded.state_dict().values())  # computes in float32
+    assert loaded.weights_sha256() == codec.weights_sha256()
+    x = torch.rand(1, 1, 4321) * 2 - 1
+    for point in codec.rate_points():
+        a, b = codec.encode(x, point.name), loaded.encode(x, point.name)
+        assert torch.equal(a.codes, b.codes) and torch.equal(codec.decode(a), loaded.decode(b))
+    with pytest.raises(ValueError, match="storage dtype"):
+        codec.round_weights_(torch.int8)
+
+
+def test_round_weights_refuses_overflow():
+    codec = audio_rvq()
+    with torch.no_grad():
+        next(codec.parameters()).view(-1)[0] = 1e6
+    with pytest.raises(ValueError, match="outside the range"):
+        codec.round_weights_(torch.float16)
+
+
+def test_load_refuses_weights_stored_in_another_kind_of_dtype(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = audio_rvq().save(tmp_path / "m")
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = tensors[key].to(torch.int32)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "vqcodec-model"})
+    with pytest.raises(ValueError, match="stored as torch.int32"):
+        Codec.load(folder)
+
+
 def test_load_refuses_foreign_or_mismatched_files(tmp_path):
     codec = audio_rvq()
     folder = codec.save(tmp_path / "m")
