@@ -164,8 +164,8 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         f"# {name}",
         "",
         f"A bitrate-adaptive {model.modality} codec of vqcodec: `{cfg.get('network', '?')}` networks around residual "
-        f"RAQ quantizers ({len(model.rate_points())} rate points, {model.rate_points()[0].nominal:.3g}-"
-        f"{model.rate_points()[-1].nominal:.3g} {unit} nominal{' per channel' if unit == 'kbps' else ''}). "
+        f"RAQ quantizers ({len(model.rate_points())} rate points, {min(p.nominal for p in model.rate_points()):.3g}-"
+        f"{max(p.nominal for p in model.rate_points()):.3g} {unit} nominal{' per channel' if unit == 'kbps' else ''}). "
         f"Weights SHA-256 `{model.weights_sha256()}`.",
         "",
         "## Training",

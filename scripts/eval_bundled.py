@@ -27,11 +27,11 @@ DOCS = ROOT / "docs" / "eval"
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
-    "audio-v2-speech": ["data/eval/speech", "-m", "audio-v2", "--min-seconds", "2",
+    "audio-v3-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2",
                         "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
-    "audio-v2-telephone": ["data/eval/speech", "-m", "audio-v2", "--min-seconds", "2", "--sample-rate", "8000",
+    "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
                            "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
-    "audio-v2-music": ["data/eval/music", "-m", "audio-v2", "--max-seconds", "20", "--baselines", "opus",
+    "audio-v3-music": ["data/eval/music", "-m", "audio-v3", "--max-seconds", "20", "--baselines", "opus",
                        "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
 }
 
