@@ -125,12 +125,18 @@ def test_save_load_gives_identical_outputs(tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["modality"] == "audio"
 
 
-def test_inference_only_models_code_identically_without_training_state(tmp_path):
+def trained_raq_codec():
+    """A tiny residual-RAQ audio codec after one training step (k-means init, EMA state moved)."""
     torch.manual_seed(0)
     codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
         codebook_size=64, num_levels=2, quantizer="raq", min_codebook_size=4, max_codebook_size=64,
         rate_points=[4, 16, 64], forcing="official", base_kwargs=dict(init="kmeans")))
     codec.train()(torch.rand(2, 1, 3000) * 2 - 1)
+    return codec
+
+
+def test_inference_only_models_code_identically_without_training_state(tmp_path):
+    codec = trained_raq_codec()
     codec.eval()
     codec.save(tmp_path / "full")
     codec.strip_training_state()
@@ -156,11 +162,7 @@ def test_inference_only_models_code_identically_without_training_state(tmp_path)
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_storage_publishes_exactly_the_rounded_model(tmp_path, dtype):
-    torch.manual_seed(0)
-    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
-        codebook_size=64, num_levels=2, quantizer="raq", min_codebook_size=4, max_codebook_size=64,
-        rate_points=[4, 16, 64], forcing="official", base_kwargs=dict(init="kmeans")))
-    codec.train()(torch.rand(2, 1, 3000) * 2 - 1)
+    codec = trained_raq_codec()
     codec.strip_training_state()
     codec.save(tmp_path / "f32")
     with pytest.raises(ValueError, match="round_weights_"):  # a lossy cast is never written silently
