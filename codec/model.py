@@ -704,10 +704,14 @@ class Codec(nn.Module):
         target = self._target(request)
         ladder = self._ladder(point)
         notes: list[str] = []
+
+        def fits(rate: float) -> bool:
+            return target is None or rate <= target * (1 + 1e-9)
+
         while True:
             data = self._write(point, tokens, grid, shape, metadata)
             real = self.real_rate(len(data), shape, sample_rate)
-            if target is None or real <= target * (1 + 1e-9):
+            if fits(real):
                 break
             lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
             if not lower:
@@ -721,12 +725,12 @@ class Codec(nn.Module):
             nxt = lower[-1]
             notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
             point = nxt
-        if target is not None and real <= target * (1 + 1e-9):
+        if target is not None and fits(real):
             # fill the budget: more residual levels of the same codebooks only add detail
             for finer in self._refinements(point)[:MAX_REFINEMENTS]:
                 finer_data = self._write(finer, tokens, grid, shape, metadata)
                 finer_real = self.real_rate(len(finer_data), shape, sample_rate)
-                if finer_real > target * (1 + 1e-9):
+                if not fits(finer_real):
                     break
                 if notes:
                     notes.append(f"{finer.name} (more levels of {point.name}) fits at {finer_real:.4g} {self.rate_unit}; used it")
@@ -1034,8 +1038,7 @@ class Codec(nn.Module):
         Publish tools call it before fitting entropy tables and measuring rates, so what they
         measure is what is published. Raises ``ValueError`` where a value would overflow.
         """
-        if dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage dtype must be one of {sorted(map(str, STORAGE_DTYPES))}, got {dtype}")
+        _check_storage_dtype(dtype)
         for name, tensor in self.state_dict(keep_vars=True).items():
             if tensor.is_floating_point():
                 rounded = tensor.detach().to(dtype)
@@ -1068,8 +1071,7 @@ class Codec(nn.Module):
             self._sha256 = None  # published buffers are part of the weights
         state = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
         if storage_dtype is not None:
-            if storage_dtype not in STORAGE_DTYPES:
-                raise ValueError(f"storage dtype must be one of {sorted(map(str, STORAGE_DTYPES))}, got {storage_dtype}")
+            _check_storage_dtype(storage_dtype)
             for k, v in state.items():
                 if v.is_floating_point():
                     stored = v.to(storage_dtype)
@@ -1123,6 +1125,11 @@ class Codec(nn.Module):
         if (folder / ENTROPY_FILE).is_file():
             model.entropy_tables, model.context_tables = _load_entropy_state(folder / ENTROPY_FILE)
         return model.to(device).eval()
+
+
+def _check_storage_dtype(dtype: torch.dtype) -> None:
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype must be one of {sorted(map(str, STORAGE_DTYPES))}, got {dtype}")
 
 
 CONTEXT_PREFIX = "context/"

@@ -244,13 +244,16 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = Codec.load(args.run / "export")
     kind = model.modality
-    storage_dtype = getattr(torch, args.storage_dtype)
-    if storage_dtype != torch.float32:
-        if args.keep_training_state:
-            raise SystemExit("--storage-dtype needs the inference weights: RAQ's generated codebooks are only rounded "
-                             "once published (drop --keep-training-state)")
-        model.strip_training_state()  # publish RAQ's codebooks first: they are weights to round too
-        model.round_weights_(storage_dtype)  # fit and measure the weights that will be published
+    storage = None if args.storage_dtype == "float32" else getattr(torch, args.storage_dtype)
+    if storage is not None and args.keep_training_state:
+        raise SystemExit("--storage-dtype needs the inference weights: RAQ's generated codebooks are only rounded "
+                         "once published (drop --keep-training-state)")
+    if not args.keep_training_state:
+        # RAQ generators and EMA sums: training state, not needed to code; RAQ's codebooks of every
+        # rate point are published into the weights (the same values the generator gives in eval)
+        model.strip_training_state()
+    if storage is not None:
+        model.round_weights_(storage)  # fit and measure the weights that will be published
     fit = args.fit or ROOT / "data" / ("images" if kind == "image" else "audio") / "train"
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
@@ -265,10 +268,7 @@ def main() -> None:
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name
-    if not args.keep_training_state and not model.inference_only:
-        model.strip_training_state()  # RAQ generators and EMA sums: training state, not needed to code
-    model.save(target, metadata={"name": args.name}, name=args.name,
-               storage_dtype=None if storage_dtype == torch.float32 else storage_dtype)
+    model.save(target, metadata={"name": args.name}, name=args.name, storage_dtype=storage)
     loaded = Codec.load(target)
     sha = loaded.weights_sha256()
     if sha != model.eval().weights_sha256():
