@@ -81,6 +81,7 @@ DEVICE = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."
 FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output files.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
+BEAM = typer.Option(None, "--beam", min=1, max=64, help="Residual code search: code prefixes kept per level (1 greedy; default the model's). Larger: codes closer to the encoder's output at the same rate point, slower encoding; files decode with any build.")
 DEBUG = typer.Option(False, help="Show tracebacks instead of one-line errors.")
 
 
@@ -175,6 +176,7 @@ def compress(
     chunk_seconds: Optional[float] = typer.Option(None, min=0.05, help="Audio: seconds per independently coded chunk (default 10)."),
     tile: Optional[int] = typer.Option(None, min=8, help="Images: tile side in pixels for large images (default 768)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Chunks/tiles of equal size encoded per network pass; default 8 on CUDA (throughput), 1 on CPU (memory)."),
+    beam: Optional[int] = BEAM,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -213,7 +215,7 @@ def compress(
         data = _read_stdin() if item.input == "-" else None
         report, blob = compress_file(item.input, item.output, rate=rate, model=m, data=data, modality=kind,
                                      alpha=alpha.value, device=dev, force=force, tile=tile_arg,
-                                     progress=tick)
+                                     progress=tick, beam_size=beam)
         if item.output == "-":
             _write_stdout(blob)
         for note in report.notes:
@@ -419,6 +421,7 @@ def tokenize(
     modality: Optional[Modality] = typer.Option(None, help="image or audio; default: from the file suffix."),
     device: Device = DEVICE,
     alpha: Alpha = typer.Option(Alpha.refuse, help="Images with transparency: refuse, drop or flatten."),
+    beam: Optional[int] = BEAM,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -447,7 +450,7 @@ def tokenize(
         if key in tensors:
             raise ValueError(f"{item.input}: two inputs share the key {key!r}")
         tokens, source, m = tokenize_file(item.input, rate=rate, model=fixed, modality=modality.value if modality else None,
-                                          alpha=alpha.value, device=dev)
+                                          alpha=alpha.value, device=dev, beam_size=beam)
         tensors[key] = tokens.codes.to(dtype=__import__("torch").int32).contiguous()
         meta[key] = {"model": m.name, "sha256": m.weights_sha256(), "rate_point": tokens.point.name,
                      "shape": list(tokens.shape), "tiles": tokens.tiles, "source": source, "modality": m.modality}
@@ -549,6 +552,7 @@ def evaluate(
     min_seconds: Optional[float] = typer.Option(None, min=0.0, help="Audio: leave out files shorter than this (container headers dominate tiny clips)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=8000, max=192000, help="Audio: resample every file to this rate (Hz) first and score against that, e.g. 8000 for telephone speech (PESQ narrow-band below 16 kHz)."),
     device: Device = DEVICE,
+    beam: Optional[int] = BEAM,
     debug: bool = DEBUG,
 ) -> None:
     """Rate-distortion of a model on a folder, against JPEG/WebP/AVIF or Opus/Codec2, at real file sizes."""
@@ -583,12 +587,14 @@ def evaluate(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
         extra = {"min_seconds": min_seconds, "sample_rate": sample_rate} if kind == "audio" else {}
+        extra["beam_size"] = beam
         if (min_seconds or sample_rate) and kind != "audio":
             _fail("--min-seconds and --sample-rate apply to audio")
         rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
                       max_files, max_seconds, **extra)
     unit = "bpp" if kind == "image" else "kbps"
-    paths = write_report(rows, output, unit, f"{m.name or model} on {folder.name}")
+    searched = beam if beam is not None else m.beam_size
+    paths = write_report(rows, output, unit, f"{m.name or model}{f' (beam {searched})' if searched > 1 else ''} on {folder.name}")
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)
     err_console.print(f"report: {paths['csv']}, {paths['markdown']}, {paths['plot']}")
 

@@ -38,6 +38,7 @@ from codec.entropy import ColumnContexts, ContextTable, FrequencyTable, decode_t
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
+from codec.quant.rvq import MAX_BEAM_SIZE
 from codec.tiling import TileGrid
 
 __all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate"]
@@ -48,6 +49,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
 MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
+DEFAULT_BEAM_SIZE = 1  # residual code search of compress/encode/tokenize (Codec.beam_size)
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # besides the model's own dtype
 MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24 kHz stereo)
 MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
@@ -233,6 +235,9 @@ class Codec(nn.Module):
     image_overlap: int = 16
     #: tiles of equal size encoded per network pass (raise it on a GPU for throughput)
     batch_size: int = 1
+    #: code prefixes a residual quantizer's encoder searches (1: greedy; see ``ResidualVQ.encode``).
+    #: An encoder-side choice only: files decode with any build. Single-level quantizers ignore it.
+    beam_size: int = DEFAULT_BEAM_SIZE
 
     def __init__(
         self,
@@ -256,6 +261,8 @@ class Codec(nn.Module):
         # points a rate target chooses among (a quality-vs-rate Pareto front measured at export);
         # empty: every point. Points outside it stay usable by name.
         self.target_points: list[str] = list((config or {}).get("target_points", []))
+        # the encoder's residual code search, measured per model at export (config "beam_size")
+        self.beam_size = int((config or {}).get("beam_size", DEFAULT_BEAM_SIZE))
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
         #: context tables per ``"<point>/<column>"`` (see :mod:`codec.entropy`); columns without
@@ -388,11 +395,14 @@ class Codec(nn.Module):
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: Tensor, rate: str | RatePoint = "max") -> EncodedCodes:
-        """Signal ``(B, C, *spatial)`` -> :class:`EncodedCodes` at the chosen rate point."""
+    def encode(self, x: Tensor, rate: str | RatePoint = "max", *, beam_size: int | None = None) -> EncodedCodes:
+        """Signal ``(B, C, *spatial)`` -> :class:`EncodedCodes` at the chosen rate point.
+
+        ``beam_size``: the residual code search (default :attr:`beam_size`).
+        """
         point = self.select_rate(rate)
         tokens, spatial, info = self._tokens(x)
-        return self._quantize(tokens, spatial, info, point)
+        return self._quantize(tokens, spatial, info, point, beam_size)
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], PadInfo]:
         """Signal -> latent tokens ``(B, N, D)``, the latent grid and the padding record."""
@@ -401,8 +411,11 @@ class Codec(nn.Module):
         b, d, *spatial = latent.shape
         return latent.reshape(b, d, -1).transpose(1, 2), tuple(spatial), info
 
-    def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint) -> EncodedCodes:
-        codes = self.quantizer.encode(tokens, **point.kwargs)
+    def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint,
+                  beam_size: int | None = None) -> EncodedCodes:
+        beam = self.beam_size if beam_size is None else beam_size
+        search = {"beam_size": beam} if self.quantizer.beam_search else {}
+        codes = self.quantizer.encode(tokens, **point.kwargs, **search)
         codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
         return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
 
@@ -632,6 +645,7 @@ class Codec(nn.Module):
         sample_rate: int | None = None,
         tile: int | None = None,
         overlap: int | None = None,
+        beam_size: int | None = None,
     ) -> "Compressed":
         """One signal ``(1, C, *spatial)`` -> a ``.vqc`` file and how its rate came out.
 
@@ -648,7 +662,9 @@ class Codec(nn.Module):
         ``metadata`` (a small JSON object, e.g. the source file's sample rate and format) is
         stored in the header and returned by :meth:`decompress`. ``sample_rate`` is the rate the
         duration is measured at (audio; default the model's). ``tile``/``overlap`` override the
-        tiling in samples or pixels (:meth:`tile_grid`).
+        tiling in samples or pixels (:meth:`tile_grid`). ``beam_size`` is the residual code search
+        (default :attr:`beam_size`; 1 is greedy): a larger beam finds codes closer to the encoder's
+        latents at the same rate point, at the cost of encoding time.
         """
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
@@ -659,12 +675,12 @@ class Codec(nn.Module):
         if self.modality == "audio":  # the streaming path: one chunk in flight
             step = max(1, round(self.chunk_seconds * (self.sample_rate or 1)))
             return self.compress_stream(x[0].split(step, dim=-1), x.shape[1], rate, metadata=metadata,
-                                        sample_rate=sample_rate, tile=tile, overlap=overlap)
+                                        sample_rate=sample_rate, tile=tile, overlap=overlap, beam_size=beam_size)
         if not torch.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite values")
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
         tokens = self._tile_tokens(self._grid_pieces(x, grid))
-        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate)
+        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size)
 
     @torch.no_grad()
     def compress_stream(
@@ -677,6 +693,7 @@ class Codec(nn.Module):
         sample_rate: int | None = None,
         tile: int | None = None,
         overlap: int | None = None,
+        beam_size: int | None = None,
     ) -> "Compressed":
         """Audio as consecutive blocks ``(C, n)`` at the model's rate -> a ``.vqc`` file.
 
@@ -692,11 +709,11 @@ class Codec(nn.Module):
         shape = (1, channels, total[0])
         grid = self.tile_grid(shape, tile, overlap)
         assert len(grid) == len(tokens), "streamed tiles must match the planned grid"
-        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate)
+        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size)
 
     def _pack(
         self, tokens: list, grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
-        metadata: Mapping[str, Any] | None, sample_rate: int | None,
+        metadata: Mapping[str, Any] | None, sample_rate: int | None, beam_size: int | None = None,
     ) -> "Compressed":
         """Quantize cached tokens at the requested point and write the file, stepping down while it is too big."""
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
@@ -709,7 +726,7 @@ class Codec(nn.Module):
             return target is None or rate <= target * (1 + 1e-9)
 
         while True:
-            data = self._write(point, tokens, grid, shape, metadata)
+            data = self._write(point, tokens, grid, shape, metadata, beam_size)
             real = self.real_rate(len(data), shape, sample_rate)
             if fits(real):
                 break
@@ -728,7 +745,7 @@ class Codec(nn.Module):
         if target is not None and fits(real):
             # fill the budget: more residual levels of the same codebooks only add detail
             for finer in self._refinements(point)[:MAX_REFINEMENTS]:
-                finer_data = self._write(finer, tokens, grid, shape, metadata)
+                finer_data = self._write(finer, tokens, grid, shape, metadata, beam_size)
                 finer_real = self.real_rate(len(finer_data), shape, sample_rate)
                 if not fits(finer_real):
                     break
@@ -757,14 +774,15 @@ class Codec(nn.Module):
     def max_signal_elements(self) -> int:
         return MAX_AUDIO_ELEMENTS if self.modality == "audio" else MAX_IMAGE_ELEMENTS
 
-    def _write(self, point: RatePoint, tokens: list, grid: TileGrid, shape: tuple[int, ...], metadata: Mapping[str, Any] | None) -> bytes:
+    def _write(self, point: RatePoint, tokens: list, grid: TileGrid, shape: tuple[int, ...],
+               metadata: Mapping[str, Any] | None, beam_size: int | None = None) -> bytes:
         sizes = self.quantizer.alphabet_sizes(**point.kwargs)
         tables = self._tables(point)
         use = tables if all(t is not None for t in tables) else None
         contexts = self._contexts(point) if use is not None else None
         chunks = []
         for tok, spatial, info in tokens:
-            codes = self._quantize(tok, spatial, info, point).codes
+            codes = self._quantize(tok, spatial, info, point, beam_size).codes
             code_grid = tuple(codes.shape[: 1 + len(spatial)])
             chunks.append(encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use, grid=code_grid, contexts=contexts))
         header: dict[str, Any] = {
@@ -916,13 +934,14 @@ class Codec(nn.Module):
 
     # -- tokens for language models -------------------------------------------------------------
     @torch.no_grad()
-    def tokenize(self, x: Tensor, rate: str | RatePoint = "max", *, tile: int | None = None, overlap: int | None = None) -> "Tokens":
+    def tokenize(self, x: Tensor, rate: str | RatePoint = "max", *, tile: int | None = None, overlap: int | None = None,
+                 beam_size: int | None = None) -> "Tokens":
         """One signal ``(1, C, *spatial)`` -> its code indices as one sequence/grid (:class:`Tokens`).
 
         Layout of ``Tokens.codes`` (int64): audio ``(channels, levels, frames)``; images
         ``(levels, h, w)``; ``levels`` is 1 for single-codebook quantizers. Long inputs are encoded
         tile by tile as in :meth:`compress`, and the overlaps are cut at their middle, so there is
-        exactly one code per latent position.
+        exactly one code per latent position. ``beam_size`` as in :meth:`compress_detailed`.
         """
         point = self.select_rate(rate, channels=x.shape[1] if self.modality == "audio" else 1)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
@@ -930,7 +949,7 @@ class Codec(nn.Module):
         total = [-(-n // stride) for n in x.shape[2:]]
         out: Tensor | None = None
         for (tok, spatial, info), spans in zip(self._tile_tokens(self._grid_pieces(x, grid)), grid):
-            codes = self._quantize(tok, spatial, info, point).codes
+            codes = self._quantize(tok, spatial, info, point, beam_size).codes
             codes = codes if codes.dim() == 2 + len(spatial) else codes.unsqueeze(-1)
             if out is None:
                 out = torch.zeros(codes.shape[0], *total, codes.shape[-1], dtype=torch.int64)
@@ -1027,6 +1046,10 @@ class Codec(nn.Module):
         out = {**self.config, "modality": self.modality, "measured_rates": dict(self.measured_rates)}
         if self.target_points:
             out["target_points"] = list(self.target_points)
+        if self.beam_size != DEFAULT_BEAM_SIZE:
+            out["beam_size"] = int(self.beam_size)
+        else:
+            out.pop("beam_size", None)
         return out
 
     @torch.no_grad()
@@ -1213,6 +1236,9 @@ def _validate_config(config: Mapping[str, Any]) -> None:
     targets = config.get("target_points", [])
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise ValueError("model config: target_points must be a list of point names")
+    beam = config.get("beam_size", DEFAULT_BEAM_SIZE)
+    if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= MAX_BEAM_SIZE:
+        raise ValueError(f"model config: 'beam_size' must be an integer in [1, {MAX_BEAM_SIZE}]")
     if not isinstance(config.get("inference_only", False), bool):
         raise ValueError("model config: 'inference_only' must be true or false")
     rates = config.get("measured_rates", {})

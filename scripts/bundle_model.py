@@ -154,9 +154,33 @@ def _training(run: Path) -> dict:
     return info
 
 
-def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: argparse.Namespace, fit_n: int, val_n: int) -> str:
+def rate_section(model: Codec, rows: list[dict], val_n: int) -> list[str]:
+    """The model card's "Rate points" section (from :func:`measure`'s rows), ending with an empty line."""
     unit = model.rate_unit
     q1, q2 = ("PSNR dB", "MS-SSIM") if model.modality == "image" else ("SI-SDR dB", "mel distance")
+    beam = (f" Residual codes are found by a beam search of width {model.beam_size} (the model's default "
+            "`beam_size`, an encoder-side setting: `--beam 1` is greedy, and every file decodes the same way)."
+            if model.beam_size > 1 else "")
+    lines = [
+        f"## Rate points (measured on {val_n} held-out {'images' if model.modality == 'image' else '10 s clips'})",
+        "",
+        f"Measured = mean size of the written `.vqc` files, header included, per {'pixel' if unit == 'bpp' else 'second of one channel'}.{beam}",
+        "",
+        f"| point | bits/token | nominal {unit} | measured {unit} | {q1} | {q2} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
+    if model.target_points:
+        lines += ["", f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in {q1 if unit == 'bpp' else q2} "
+                  f"at a lower measured rate: {', '.join(model.target_points)}. Every point stays usable by name."]
+    lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2 on the evaluation sets: the README's "
+              "\"Bundled models\" section and `docs/eval/` (made by `python scripts/eval_bundled.py`, i.e. `vqcodec eval`).", ""]
+    return lines
+
+
+def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: argparse.Namespace, fit_n: int, val_n: int) -> str:
+    unit = model.rate_unit
     cfg = training.get("config", {})
     recipe = "image_codec" if model.modality == "image" else "audio_codec"
     preset = args.preset or "?"
@@ -201,20 +225,8 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         "CC-BY-SA share-alike terms): redistribute them with attribution to the data's authors and under terms "
         "compatible with those licences.",
         "",
-        f"## Rate points (measured on {val_n} held-out {'images' if model.modality == 'image' else '10 s clips'})",
-        "",
-        f"Measured = mean size of the written `.vqc` files, header included, per {'pixel' if unit == 'bpp' else 'second of one channel'}.",
-        "",
-        f"| point | bits/token | nominal {unit} | measured {unit} | {q1} | {q2} |",
-        "|---|---:|---:|---:|---:|---:|",
+        *rate_section(model, rows, val_n),
     ]
-    for r in rows:
-        lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
-    if model.target_points:
-        lines += ["", f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in {q1 if unit == 'bpp' else q2} "
-                  f"at a lower measured rate: {', '.join(model.target_points)}. Every point stays usable by name."]
-    lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2 on the evaluation sets: the README's "
-              "\"Bundled models\" section and `docs/eval/` (made by `python scripts/eval_bundled.py`, i.e. `vqcodec eval`).", ""]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Codec.compress / decompress through the real .vqc format."""
 
 import contextlib
+import json
 import math
 import warnings
 
@@ -326,4 +327,37 @@ def test_a_damaged_context_index_is_refused(tmp_path):
     for meta in ({"tables": "{not json"}, {"tables": '{"max/0": "table/missing"}'}, {"tables": "[1]"}):
         save_file(tensors, str(path), metadata=meta)
         with pytest.raises(ValueError, match="table index"):
+            Codec.load(tmp_path / "m")
+
+
+def test_a_beam_searched_file_decodes_with_any_reader_and_codes_closer_to_the_latent(tmp_path):
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET, quantizer_kwargs=dict(
+        codebook_size=16, num_levels=4, init="kmeans", quantizer_dropout=0.0))
+    codec.train()(torch.rand(2, 1, 6000) * 2 - 1)  # k-means codebooks: beams differ from greedy
+    codec.eval()
+    x = torch.rand(1, 1, 24000) * 2 - 1
+    with torch.no_grad():
+        tokens, _, _ = codec._tokens(x)
+    q = codec.quantizer
+    greedy, beam = codec.encode(x, "n3"), codec.encode(x, "n3", beam_size=8)
+    assert not torch.equal(greedy.codes, beam.codes)
+    error = {name: float((q.decode(e.codes.reshape(1, -1, 3)) - tokens).square().sum())
+             for name, e in (("greedy", greedy), ("beam", beam))}
+    assert error["beam"] < error["greedy"]
+    data = codec.compress(x, "n3", beam_size=8)
+    codec.beam_size = 1  # the reader needs no beam: the file holds the codes
+    y, header = codec.decompress(data)
+    assert header["rate_point"] == "n3" and torch.equal(y, codec.decode(beam))
+    codec.beam_size = 8  # the model's default beam is what compress uses without an argument
+    assert codec.compress(x, "n3") == data
+    assert torch.equal(codec.tokenize(x, "n3").codes.squeeze(0).T, beam.codes.reshape(-1, 3))
+    # the default travels with the model folder
+    codec.save(tmp_path / "m")
+    loaded = Codec.load(tmp_path / "m")
+    assert loaded.beam_size == 8 and torch.equal(loaded.encode(x, "n3").codes, beam.codes)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["beam_size"] == 8
+    for bad in (0, 65, 2.5, True):
+        (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "beam_size": bad}))
+        with pytest.raises(ValueError, match="beam_size"):
             Codec.load(tmp_path / "m")

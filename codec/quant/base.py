@@ -70,6 +70,8 @@ class Quantizer(nn.Module):
     """
 
     dim: int
+    #: True when ``encode`` takes ``beam_size`` (a search over code sequences, e.g. ``rvq``)
+    beam_search: bool = False
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -6,9 +6,18 @@ Papers:
     * Kumar et al. 2023, "High-Fidelity Audio Compression with Improved RVQGAN" (DAC,
       arXiv 2306.06546): dropout applied to a fraction of the samples only.
 
+    * Babenko & Lempitsky 2014, "Additive Quantization for Extreme Vector Compression" (CVPR) and
+      Liu et al. 2015, "Improved Residual Vector Quantization for High-dimensional Approximate
+      Nearest Neighbor Search" (AAAI): beam search over residual codes at encoding time.
+
 Level ``l`` quantizes the residual left by levels ``0..l-1``: ``r_0 = z``,
 ``z_q = sum_l Q_l(r_l)``, ``r_{l+1} = r_l - sg(Q_l(r_l))``. Any registered quantizer with scalar
 codes (``vq``, ``simvq``, ``gumbel``, ``fsq``, ...) can serve as the level quantizer.
+
+Encoding is greedy by default (each level picks its own code for the residual it is given).
+``encode(..., beam_size=B)`` keeps the ``B`` code prefixes with the smallest residual after
+each level instead, and returns the prefix with the smallest final error ``|z - z_q|^2``: the
+decoder is unchanged, so a beam is a pure encoder-side choice that any reader decodes.
 """
 
 from __future__ import annotations
@@ -21,7 +30,14 @@ from torch import Tensor, nn
 
 from codec.quant.base import Quantizer, QuantizerOutput
 
-__all__ = ["ResidualVQ"]
+__all__ = ["ResidualVQ", "MAX_BEAM_SIZE", "MAX_BEAM_ALPHABET"]
+
+#: Largest beam ``encode`` accepts.
+MAX_BEAM_SIZE = 64
+#: Largest level alphabet a beam search enumerates (its codewords are all decoded once).
+MAX_BEAM_ALPHABET = 1 << 16
+#: Bound on the float32 distance buffer of one beam step (tokens are processed in slices).
+_BEAM_TILE_BYTES = 32 * 2**20
 
 
 class ResidualVQ(Quantizer):
@@ -83,6 +99,7 @@ class ResidualVQ(Quantizer):
         self.min_levels = int(min_levels)
 
     scalar_codes = False
+    beam_search = True
 
     @property
     def num_levels(self) -> int:
@@ -184,12 +201,20 @@ class ResidualVQ(Quantizer):
         )
 
     @torch.no_grad()
-    def encode(self, z: Tensor, num_levels: int | None = None, **level_setting: int) -> Tensor:
-        """Codes of the first ``num_levels`` levels (all by default): ``(*, num_levels)``."""
+    def encode(self, z: Tensor, num_levels: int | None = None, *, beam_size: int = 1, **level_setting: int) -> Tensor:
+        """Codes of the first ``num_levels`` levels (all by default): ``(*, num_levels)``.
+
+        ``beam_size`` 1 is greedy residual encoding. A larger beam searches code prefixes for the
+        smallest final error ``|z - decode(codes)|^2`` (see the module docstring) and keeps, token
+        by token, whichever of its result and the greedy codes has the smaller error, so a beam is
+        never worse than greedy; it costs about ``beam_size`` times the codebook search.
+        """
         self._check_tokens(z)
         n = self.num_levels if num_levels is None else int(num_levels)
         if not 1 <= n <= self.num_levels:
             raise ValueError(f"num_levels must be in [1, {self.num_levels}], got {num_levels}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size must be an int in [1, {MAX_BEAM_SIZE}], got {beam_size!r}")
         x, lead = self._as_samples(z)
         residual = x
         codes = []
@@ -197,7 +222,57 @@ class ResidualVQ(Quantizer):
             c = level.encode(residual, **level_setting)
             residual = residual - level.decode(c, **level_setting).to(residual.dtype)
             codes.append(c)
-        return torch.stack(codes, dim=-1).reshape(*lead, n)
+        greedy = torch.stack(codes, dim=-1).reshape(-1, n)
+        if beam_size > 1:
+            beam, beam_error = self._beam_encode(x, n, beam_size, level_setting)
+            # per token, the beam's codes only where they leave a smaller error than the greedy ones
+            better = beam_error < residual.reshape(-1, self.dim).float().square().sum(-1)
+            greedy = torch.where(better.unsqueeze(-1), beam, greedy)
+        return greedy.reshape(*lead, n)
+
+    def _beam_encode(self, x: Tensor, n: int, beam_size: int, level_setting: dict[str, int]) -> tuple[Tensor, Tensor]:
+        """``x`` ``(B, N, D)`` -> ``(B * N, n)`` codes by beam search over the first ``n`` levels,
+        and their final squared errors ``(B * N,)``."""
+        tokens = x.reshape(-1, self.dim).float()
+        books = []
+        for level, k in zip(self.levels[:n], self.alphabet_sizes(n, **level_setting)):
+            if k > MAX_BEAM_ALPHABET:
+                raise ValueError(f"beam search enumerates every code of a level; {k} codes exceed {MAX_BEAM_ALPHABET}")
+            every = torch.arange(k, device=tokens.device)
+            books.append(level.decode(every, **level_setting).float().reshape(k, self.dim))
+        widest = max(book.shape[0] for book in books) * beam_size
+        rows = max(1, _BEAM_TILE_BYTES // (4 * widest))
+        if tokens.shape[0] == 0:
+            return tokens.new_empty(0, n, dtype=torch.long), tokens.new_empty(0)
+        parts = [self._beam_slice(part, books, beam_size) for part in tokens.split(rows)]
+        return torch.cat([c for c, _ in parts]), torch.cat([e for _, e in parts])
+
+    @staticmethod
+    def _beam_slice(x: Tensor, books: list[Tensor], beam_size: int) -> tuple[Tensor, Tensor]:
+        """Beam search for tokens ``x`` ``(M, D)`` over codebooks ``(K_l, D)`` -> ``(M, L)`` codes, ``(M,)`` errors."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            m, d = x.shape
+            residual = x.unsqueeze(1)  # (M, beams, D): one beam before the first level
+            error = residual.square().sum(-1)  # (M, beams): |residual|^2
+            parents, picks = [], []
+            for book in books:
+                k = book.shape[0]
+                # |r - c|^2 for every beam and code: (M, beams, K)
+                dist = error.unsqueeze(-1) - 2.0 * residual @ book.T + book.square().sum(-1)
+                width = min(beam_size, dist.shape[1] * k)
+                _, flat = dist.reshape(m, -1).topk(width, dim=1, largest=False, sorted=True)
+                parent, code = flat // k, flat % k
+                residual = residual.gather(1, parent.unsqueeze(-1).expand(-1, -1, d)) - book[code]
+                error = residual.square().sum(-1)  # recomputed, not accumulated: no drift
+                parents.append(parent)
+                picks.append(code)
+            beam = error.argmin(dim=1, keepdim=True)  # (M, 1)
+            best = error.gather(1, beam).squeeze(1)
+            codes = []
+            for parent, code in zip(reversed(parents), reversed(picks)):
+                codes.append(code.gather(1, beam))
+                beam = parent.gather(1, beam)
+            return torch.cat(codes[::-1], dim=1), best
 
     def decode(self, codes: Tensor, num_levels: int | None = None, **level_setting: int) -> Tensor:
         """``(*, n)`` codes, ``n <= L`` -> ``(*, D)``; ``-1`` entries contribute nothing.

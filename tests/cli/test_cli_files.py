@@ -174,3 +174,23 @@ def test_tokenize_and_detokenize(model_dirs, media, tmp_path):
     assert sf.info(tmp_path / "back" / "tone.wav").channels == 2
     _assert_error(run("tokenize", media / "tone.wav", "-o", toks, "-m", model_dirs["audio"]), 1, "exists")
     _assert_error(run("detokenize", media / "tone.wav", "-o", tmp_path / "x"), 1, "not a safetensors file")
+
+
+def test_beam_search_option(model_dirs, media, tmp_path):
+    args = ("--rate", "n3", "-m", model_dirs["audio"])
+    for beam in ("1", "8"):
+        out = run("compress", media / "tone.wav", "-o", tmp_path / f"b{beam}.vqc", "--beam", beam, *args)
+        assert out.exit_code == 0, out.output
+        out = run("decompress", tmp_path / f"b{beam}.vqc", "-o", tmp_path / f"b{beam}.wav", "-m", model_dirs["audio"])
+        assert out.exit_code == 0, out.output
+    assert (tmp_path / "b1.vqc").read_bytes() != (tmp_path / "b8.vqc").read_bytes()
+    # --beam is per command: the (cached) model keeps its own default afterwards
+    out = run("compress", media / "tone.wav", "-o", tmp_path / "default.vqc", *args)
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "default.vqc").read_bytes() == (tmp_path / "b1.vqc").read_bytes()
+    out = run("tokenize", media / "tone.wav", "-o", tmp_path / "t.safetensors", "--beam", "8", *args)
+    assert out.exit_code == 0, out.output
+    for bad in ("0", "65", "two"):
+        out = run("compress", media / "tone.wav", "-o", tmp_path / "bad.vqc", "--beam", bad, *args)
+        assert out.exit_code == 2 and "--beam" in out.output
+        assert not (tmp_path / "bad.vqc").exists()

@@ -200,6 +200,78 @@ def test_rvq_error_decreases_with_levels_and_bits_add_up():
     assert q.bits_at(2) == 10.0 and q.bits_per_token == 20.0
 
 
+def _trained_rvq(levels=3, k=4, dim=4, **kw):
+    torch.manual_seed(0)
+    q = get_quantizer("rvq", dim=dim, codebook_size=k, num_levels=levels, init="kmeans", quantizer_dropout=0.0, **kw)
+    q.train()
+    for _ in range(5):
+        q(torch.randn(8, 32, dim))
+    return q.eval()
+
+
+def _errors(q, z, codes):
+    return (q.decode(codes) - z).square().sum(-1)
+
+
+def test_rvq_beam_search_is_exact_when_it_keeps_every_prefix_and_never_worse_than_greedy():
+    import itertools
+
+    q = _trained_rvq(levels=3, k=4)
+    z = torch.randn(2, 50, 4) * 1.5
+    greedy = q.encode(z)
+    assert torch.equal(q.encode(z, beam_size=1), greedy)
+    # a beam of K^(L-1) keeps every prefix before the last level: the search is exhaustive
+    exact = q.encode(z, beam_size=16)
+    every = torch.tensor(list(itertools.product(range(4), repeat=3)))  # (64, 3)
+    brute = _errors(q, z.unsqueeze(-2), every.expand(2, 50, -1, -1)).amin(-1)
+    torch.testing.assert_close(_errors(q, z, exact), brute, rtol=1e-5, atol=1e-5)
+    e_greedy = _errors(q, z, greedy)
+    assert (brute < e_greedy - 1e-6).any(), "the data should have tokens where greedy is suboptimal"
+    for beam in (2, 3, 8):
+        e = _errors(q, z, q.encode(z, beam_size=beam))
+        assert (e <= e_greedy + 1e-5).all()  # per token, never worse than greedy
+        assert (e >= brute - 1e-5).all()
+    # fewer levels: the beam searches that prefix depth only
+    two = q.encode(z, num_levels=2, beam_size=4)
+    assert two.shape == (2, 50, 2)
+    brute2 = _errors(q, z.unsqueeze(-2), torch.tensor(list(itertools.product(range(4), repeat=2))).expand(2, 50, -1, -1)).amin(-1)
+    torch.testing.assert_close(_errors(q, z, two), brute2, rtol=1e-5, atol=1e-5)
+
+
+def test_rvq_beam_search_in_slices_matches_one_pass(monkeypatch):
+    import codec.quant.rvq as rvq
+
+    q = _trained_rvq(levels=4, k=8, dim=6)
+    z = torch.randn(3, 41, 6)
+    whole = q.encode(z, beam_size=5)
+    monkeypatch.setattr(rvq, "_BEAM_TILE_BYTES", 4 * 8 * 5 * 7)  # 7 tokens per slice
+    assert torch.equal(q.encode(z, beam_size=5), whole)
+    assert q.encode(torch.randn(0, 6), beam_size=3).shape == (0, 4)
+
+
+def test_rvq_beam_search_with_rate_adaptive_levels():
+    q = get_quantizer("rvq", dim=6, codebook_size=32, num_levels=3, quantizer="raq", min_codebook_size=4,
+                      max_codebook_size=32, rate_points=[4, 8, 32], forcing="official", quantizer_dropout=0.0,
+                      base_kwargs=dict(init="kmeans"))
+    q.train()
+    q(torch.randn(4, 64, 6))
+    q.eval()
+    z = torch.randn(2, 30, 6)
+    for k in (4, 8):
+        greedy, beam = q.encode(z, codebook_size=k), q.encode(z, codebook_size=k, beam_size=6)
+        assert int(beam.max()) < k
+        e_g = (q.decode(greedy, codebook_size=k) - z).square().sum(-1)
+        e_b = (q.decode(beam, codebook_size=k) - z).square().sum(-1)
+        assert (e_b <= e_g + 1e-5).all() and float(e_b.mean()) < float(e_g.mean())
+
+
+@pytest.mark.parametrize("beam", [0, -1, 65, 2.0, True, "4"])
+def test_rvq_beam_size_is_validated(beam):
+    q = _trained_rvq()
+    with pytest.raises(ValueError, match="beam_size"):
+        q.encode(torch.randn(1, 3, 4), beam_size=beam)
+
+
 def test_rvq_rejects_levels_with_multi_column_codes():
     with pytest.raises(ValueError, match="one code per token"):
         get_quantizer("rvq", dim=8, codebook_size=16, quantizer="adaptive", num_levels=2)

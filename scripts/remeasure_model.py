@@ -1,0 +1,96 @@
+"""Give a published model a new default encoder setting and re-measure its rate points.
+
+    python scripts/remeasure_model.py audio-v3 --beam 16
+
+What a bundled model decodes is fixed by its weights and entropy tables; its name stands for
+them, so they never change (``scripts/bundle_model.py`` publishes new ones under a new name).
+The encoder may still improve without them: a residual code search (``beam_size``) finds codes
+closer to the encoder's latents, and every file it writes decodes with every build. This script
+
+1. sets the model's default ``beam_size`` (stored in its ``config.json``),
+2. measures every rate point's real rate and quality on validation data exactly as
+   ``bundle_model.py`` does, and recomputes the Pareto points that rate targets choose among,
+3. rewrites ``config.json`` and the "Rate points" section of ``MODEL_CARD.md`` only, after
+   checking that the weights hash is the published one; the weights and entropy files are not
+   written (their bytes are compared before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec  # noqa: E402
+from scripts.bundle_model import measure, pareto_points, rate_section, signals  # noqa: E402
+
+CARD = "MODEL_CARD.md"
+SECTION = "## Rate points"
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def replace_rate_section(card: str, section: list[str]) -> str:
+    """The card with its "Rate points" section (to the end of the card) replaced by ``section``."""
+    start = card.find(SECTION)
+    if start < 0:
+        raise ValueError(f"the model card has no {SECTION!r} section")
+    return card[:start] + "\n".join(section)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", help="a bundled model (codec/weights/<name>)")
+    ap.add_argument("--beam", type=int, required=True, help="the model's default beam_size (1: greedy)")
+    ap.add_argument("--val", type=Path, default=None, help="validation data (default data/<images|audio>/val)")
+    ap.add_argument("--val-files", type=int, default=8)
+    ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    folder = args.weights_dir / args.name
+    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
+    if args.name not in index["models"]:
+        raise SystemExit(f"{args.name} is not a published model (see {args.weights_dir / INDEX_FILE})")
+    before = {f: _digest(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    model = Codec.load(folder)
+    if model.weights_sha256() != index["models"][args.name]["sha256"]:
+        raise SystemExit(f"{folder}: the weights differ from the published ones")
+    model.beam_size = args.beam  # validated when the config is read back below
+    kind = model.modality
+    val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
+    t0 = time.time()
+    val_x = signals(model, val, args.val_files)
+    if not val_x:
+        raise SystemExit(f"{val}: no validation signals")
+    rows = measure(model, val_x)
+    model.measured_rates = {r["point"]: r["measured"] for r in rows}
+    model.target_points = pareto_points(rows, higher_is_better=kind == "image")
+    config = json.dumps(model.export_config(), indent=2, sort_keys=True)
+    card = replace_rate_section((folder / CARD).read_text(), rate_section(model, rows, len(val_x)))
+    (folder / (CONFIG_FILE + ".tmp")).write_text(config)
+    (folder / (CARD + ".tmp")).write_text(card)
+    (folder / (CONFIG_FILE + ".tmp")).replace(folder / CONFIG_FILE)
+    (folder / (CARD + ".tmp")).replace(folder / CARD)
+    loaded = Codec.load(folder)
+    after = {f: _digest(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    if after != before or loaded.weights_sha256() != index["models"][args.name]["sha256"] or loaded.beam_size != args.beam:
+        raise SystemExit(f"{folder}: the published weights or tables changed")
+    summary = {"name": args.name, "beam_size": args.beam, "seconds": round(time.time() - t0, 1),
+               "target_points": model.target_points, "points": rows}
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Publishing scripts: re-measuring a published model leaves what it decodes untouched."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from codec.model import Codec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_remeasure_sets_the_beam_and_rates_without_touching_weights_or_tables(tmp_path):
+    from scripts.remeasure_model import main
+
+    torch.manual_seed(0)
+    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans", quantizer_dropout=0.0))
+    model.train()(torch.rand(2, 1, 6000) * 2 - 1)
+    model.eval()
+    t = torch.arange(24000 * 2) / 24000
+    model.fit_entropy_tables([(0.4 * torch.sin(2 * torch.pi * f * t)).reshape(1, 1, -1) for f in (150, 600)])
+    weights = tmp_path / "weights"
+    model.save(weights / "audio-t1", name="audio-t1")
+    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\nold\n")
+    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": {
+        "sha256": model.weights_sha256(), "modality": "audio", "description": ""}}}))
+    val = tmp_path / "val"
+    val.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sf.write(val / f"clip{i}.wav", (0.3 * np.sin(np.arange(24000) * 0.05 * (i + 1)) + 0.05 * rng.standard_normal(24000)), 24000)
+    folder = weights / "audio-t1"
+    before = {f: _digest(folder / f) for f in ("model.safetensors", "entropy.safetensors")}
+    greedy = Codec.load(folder)
+    x = torch.from_numpy(sf.read(val / "clip0.wav", dtype="float32")[0])[None, None]
+    old_file = greedy.compress(x, "n3")
+
+    summary = main(["audio-t1", "--beam", "8", "--val", str(val), "--weights-dir", str(weights)])
+
+    assert {f: _digest(folder / f) for f in before} == before
+    loaded = Codec.load(folder)
+    assert loaded.beam_size == 8 and loaded.weights_sha256() == model.weights_sha256()
+    assert loaded.measured_rates == {r["point"]: r["measured"] for r in summary["points"]}
+    assert set(loaded.target_points) <= {p.name for p in loaded.rate_points()} and loaded.target_points
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert card.startswith("# audio-t1\n\n## Training\n\nby hand\n") and "old" not in card
+    assert "beam search of width 8" in card and "| n3 |" in card
+    # files written before still decode, and the new default writes other (closer) codes
+    y_old, _ = loaded.decompress(old_file)
+    assert torch.equal(y_old, greedy.decompress(old_file)[0])
+    assert not torch.equal(loaded.encode(x, "n3").codes, greedy.encode(x, "n3").codes)
+    with pytest.raises(SystemExit, match="not a published model"):
+        main(["audio-t2", "--beam", "8", "--val", str(val), "--weights-dir", str(weights)])
