@@ -9,12 +9,13 @@ A model is a folder written by :meth:`codec.model.Codec.save` (``config.json`` +
 2. the models bundled with the package under ``codec/weights/``.
 
 Bundled names are versioned (``image-v1``): ``codec/weights/index.json`` records each name's
-weights hash and the default per modality, and a weights change is published under a new name,
-so every file ever written by a bundled model stays decodable.
+weights hash, its entropy tables' hash and the default per modality; a change of either is
+published under a new name, so every file ever written by a bundled model stays decodable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 
 from codec.model import CONFIG_FILE, Codec
 
-__all__ = ["ModelNotFound", "ModelEntry", "list_models", "load_model", "default_model_name", "BUNDLED_DIR"]
+__all__ = ["ModelNotFound", "ModelEntry", "list_models", "load_model", "default_model_name", "file_sha256", "BUNDLED_DIR"]
 
 BUNDLED_DIR = Path(__file__).parent / "weights"
 INDEX_FILE = "index.json"
@@ -46,6 +47,12 @@ class ModelEntry:
     source: str  # "bundled" or "registered"
     default: bool
     description: str
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file's bytes (``None`` if it does not exist): the index records the entropy
+    tables' so a published name never gets other tables (its files would decode wrongly)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _index() -> dict[str, Any]:

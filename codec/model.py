@@ -393,6 +393,32 @@ class Codec(nn.Module):
             x_hat=x_hat, loss=loss, metrics=metrics, codes=codes, recon_target=y, recon=recon, extra_recons=extra
         )
 
+    def frozen_codes_forward(self, x: Tensor, rate: str | RatePoint, decoder: nn.Module | None = None) -> CodecOutput:
+        """Decoder fine-tuning pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`.
+
+        The encoder and quantizer run without gradient exactly as :meth:`encode` does (the model's
+        :attr:`beam_size` included), so the codes of ``rate`` are the ones files get; only the
+        decoder computes with gradient. Training the decoder alone on them improves what every
+        rate point decodes to while leaving codes, entropy tables and measured rates unchanged
+        (Stable Diffusion's decoder-only fine-tuning of its autoencoder, ``sd-vae-ft-mse``, is the
+        same idea). ``decoder``: the module that runs the decoder (default :attr:`decoder`; a
+        DDP wrapper of it in distributed training). ``loss`` holds ``recon`` only.
+        """
+        point = self.select_rate(rate)
+        with torch.no_grad():
+            y, info = self.encoder.prepare(x)
+            latent = self.encoder(y)
+            b, d, *spatial = latent.shape
+            tokens = latent.reshape(b, d, -1).transpose(1, 2)
+            codes = self._quantize(tokens, tuple(spatial), info, point).codes
+            z_q = self.quantizer.decode(codes.reshape(b, tokens.shape[1], -1), **point.kwargs)
+            latent_q = z_q.transpose(1, 2).reshape(b, d, *spatial)
+        recon = (decoder if decoder is not None else self.decoder)(latent_q)
+        return CodecOutput(
+            x_hat=self.encoder.restore(recon, info), loss={"recon": reconstruction_loss(y, recon, self.recon_loss)},
+            metrics={}, codes=codes, recon_target=y, recon=recon,
+        )
+
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: Tensor, rate: str | RatePoint = "max", *, beam_size: int | None = None) -> EncodedCodes:

@@ -189,10 +189,13 @@ class ModelEMA:
     dominated by the random initialisation.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, averaged: set[str] | None = None) -> None:
         self.decay = decay
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # averaged: the entries that train (default: every floating one); the others are copied,
+        # so frozen weights stay bit-exact (an average of equal values can round)
+        self.averaged = averaged
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -200,7 +203,7 @@ class ModelEMA:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
             s = self.shadow[k]
-            if v.dtype.is_floating_point:
+            if v.dtype.is_floating_point and (self.averaged is None or k in self.averaged):
                 s.mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 s.copy_(v)

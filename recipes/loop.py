@@ -41,7 +41,7 @@ from recipes.common import (
 )
 from recipes.data import step_seed
 
-__all__ = ["TrainConfig", "RecipeHooks", "parse_recipe_args", "run_recipe"]
+__all__ = ["TrainConfig", "RecipeHooks", "parse_recipe_args", "run_recipe", "published_model"]
 
 LOGGED_METRICS = ("perplexity", "usage", "levels_used", "codebook_size")
 
@@ -84,6 +84,12 @@ class TrainConfig:
     # fine-tuning: a checkpoint folder, or a run folder (its latest checkpoint); a fresh run starts
     # at step 0 from that checkpoint's EMA weights (optimizer and schedule start anew). --resume wins.
     init_from: str = ""
+    # start from a published model (a name from `vqcodec models`, or a model folder): its network,
+    # quantizer and weights replace the network/quantizer fields above
+    init_model: str = ""
+    # "all", or "decoder": the decoder alone trains, on the codes the frozen encoder and quantizer
+    # write (Codec.frozen_codes_forward), so codes, entropy tables and rates stay those of init_model
+    train_parts: str = "all"
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
@@ -93,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         if "codebook_size" not in self.quantizer_kwargs:
             raise ValueError("quantizer_kwargs needs codebook_size")
+        if self.train_parts not in ("all", "decoder"):
+            raise ValueError(f"train_parts must be 'all' or 'decoder', got {self.train_parts!r}")
+        if self.train_parts == "decoder" and not self.init_model:
+            raise ValueError("train_parts='decoder' fine-tunes a published model's decoder: set init_model")
 
 
 @dataclass
@@ -106,7 +116,8 @@ class RecipeHooks:
         make_signal_losses: ``(cfg, model, device) -> fn(target, recon) -> {name: loss}``, applied to
             every reconstruction of a step (network domain, unclamped); weights included.
         to_discriminator: maps a network-domain signal to the discriminator's input domain.
-        validate: ``(model, data, cfg, device) -> {metric: value}`` (model in eval mode inside).
+        validate: ``(model, data, cfg, device) -> {metric: value}`` (it puts the model in eval mode;
+            the loop restores the training mode afterwards).
     """
 
     name: str
@@ -141,6 +152,17 @@ def _log_values(terms: Mapping[str, Tensor], metrics: Mapping[str, Tensor]) -> d
     return values
 
 
+def published_model(name_or_path: str, recon_loss: str) -> Codec:
+    """A published model (name or folder) to train on from, with this run's reconstruction loss."""
+    from codec.hub import resolve
+
+    model = Codec.load(resolve(name_or_path))
+    model.recon_loss = recon_loss
+    if model.config is not None:
+        model.config["recon_loss"] = recon_loss
+    return model
+
+
 def init_weights(source: str | Path, model: nn.Module, ema: ModelEMA) -> None:
     """Load the EMA weights of a checkpoint (or of a run folder's latest one) into ``model`` and ``ema``."""
     path = Path(source)
@@ -163,16 +185,34 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
     seed_everything(cfg.seed)
 
     def build() -> Codec:
+        if cfg.init_model:
+            return published_model(cfg.init_model, cfg.recon_loss)
         return Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
                            quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss)
 
     model = build().to(device)
+    decoder_only = cfg.train_parts == "decoder"
+    points = (model.target_points or [p.name for p in model.rate_points()]) if decoder_only else []
+
+    def train_mode() -> None:
+        if decoder_only:  # encoder and quantizer stay in eval mode: they write the codes files get
+            model.eval()
+            model.decoder.train()
+        else:
+            model.train()
+
+    if decoder_only:
+        model.requires_grad_(False)
+        model.decoder.requires_grad_(True)
+    train_mode()
     use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
     disc = get_discriminator(hooks.discriminator).to(device) if use_adv else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    params = model.decoder.parameters() if decoder_only else model.parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sched = cosine_schedule(opt, cfg.warmup_steps, cfg.steps)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc is not None else None
-    ema = ModelEMA(model, cfg.ema_decay)
+    ema = ModelEMA(model, cfg.ema_decay,
+                   averaged={k for k in model.state_dict() if k.startswith("decoder.")} if decoder_only else None)
 
     start = 0
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
@@ -185,7 +225,8 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         if dist.is_main:
             print(f"initialised from {cfg.init_from} (EMA weights)")
 
-    train_model = DDP(model, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else model
+    trained = model.decoder if decoder_only else model
+    train_model = DDP(trained, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else trained
     train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc
     data = hooks.make_data(cfg, model)
     signal_losses = hooks.make_signal_losses(cfg, model, device)
@@ -201,8 +242,9 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         torch.manual_seed(seed)  # quantizer dropout, Gumbel noise, restarts: reproducible per step
         x = data.batch(seed, cfg.batch_size).to(device, non_blocking=True)
         adv_on = disc is not None and step >= cfg.adv_start
+        point = points[int(torch.randint(len(points), ()))] if decoder_only else None
         with torch.autocast(**autocast):
-            res: CodecOutput = train_model(x)
+            res: CodecOutput = model.frozen_codes_forward(x, point, train_model) if point else train_model(x)
             target = res.recon_target.float()
             terms: dict[str, Tensor] = {}
             for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes
@@ -248,12 +290,15 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
                             keep=cfg.keep_checkpoints, max_shard_bytes=cfg.max_shard_mb * 2**20)
         if (done % cfg.val_every == 0 or done == cfg.steps) and dist.is_main:
             logger.log(done, hooks.validate(model, data, cfg, device), split="val")
+            train_mode()
 
     logger.close()
     export = out / "export"
     if dist.is_main and stop == cfg.steps:
         final = build()
         final.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})
+        if cfg.init_model and final.config is not None:
+            final.config["name"] = ""  # new weights: publishing gives them a name of their own
         final.save(export, metadata={"recipe": hooks.name, "steps": str(cfg.steps)})
     cleanup_distributed()
     return export

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.files import compress_signal, decompress  # noqa: E402
-from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
 from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, read_audio, read_image  # noqa: E402
-from codec.model import Codec  # noqa: E402
+from codec.model import ENTROPY_FILE, Codec  # noqa: E402
 
 MAX_WEIGHTS_MB = 15.0
 
@@ -200,15 +201,22 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
                         else "") + ".",
         *([f"* Initialised from the EMA weights of `{cfg['init_from']}` (`init_from`): a fine-tuning run; "
            "its own steps and time are counted above."] if cfg.get("init_from") else []),
+        *([f"* Started from the published `{cfg['init_model']}` (`init_model`)"
+           + (": only its decoder was trained (`train_parts=\"decoder\"`), on the codes its frozen encoder and "
+              "quantizer write, with a `" + str(cfg.get("recon_loss", "l1")) + "` reconstruction term; encoder, "
+              "quantizer, beam search and entropy tables are its own, so files code to the same sizes."
+              if cfg.get("train_parts") == "decoder" else ".")] if cfg.get("init_model") else []),
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
-        f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else 'clips (up to 10 s each)'} of the "
-        "training data" + (f"; context tables (each code predicted from its neighbours: {context_summary(model)}"
+        (f"* Entropy tables: those of `{cfg.get('init_model') or 'the exported model'}`, unchanged (`--keep-tables`)"
+         if args.keep_tables else
+         f"* Entropy tables: fitted on {fit_n} {'images' if model.modality == 'image' else 'clips (up to 10 s each)'} of the "
+         "training data") + (f"; context tables (each code predicted from its neighbours: {context_summary(model)}"
                            + (f"; context alphabets of more than {args.context_buckets} codes clustered into {args.context_buckets} rows"
                               if args.context_buckets else "")
                            + ") where they saved bits on a held-out quarter of it." if model.context_tables else "."),
-        *([f"* Stored in {args.storage_dtype} (every weight rounded to it before the entropy tables were fitted and "
-           "the rates below measured, so they describe exactly these weights); the model computes in float32."]
+        *([f"* Stored in {args.storage_dtype} (every weight rounded to it before the entropy tables were "
+           + ("kept" if args.keep_tables else "fitted") + " and the rates below measured, so they describe exactly these weights); the model computes in float32."]
           if args.storage_dtype != "float32" else []),
         *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
            "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
@@ -243,6 +251,9 @@ def main() -> None:
                     "(default: vqcodec train RECIPE --config PRESET)")
     ap.add_argument("--default", action="store_true")
     ap.add_argument("--no-contexts", action="store_true", help="frequency tables only, no context tables")
+    ap.add_argument("--keep-tables", action="store_true",
+                    help="publish the entropy tables the export carries instead of fitting new ones (a decoder "
+                         "fine-tune of a published model: its codes, hence its tables, are unchanged)")
     ap.add_argument("--context-max-symbols", type=int, default=256, help="largest code alphabet given context tables")
     ap.add_argument("--context-buckets", type=int, default=None,
                     help="cluster context alphabets larger than this into this many rows (small tables for K=1024)")
@@ -269,10 +280,15 @@ def main() -> None:
     fit = args.fit or ROOT / "data" / ("images" if kind == "image" else "audio") / "train"
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
-    fit_x = signals(model, fit, args.fit_files)
-    model.fit_entropy_tables(fit_x, contexts=not args.no_contexts, context_max_symbols=args.context_max_symbols,
-                             context_buckets=args.context_buckets)
-    print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
+    if args.keep_tables:
+        if not model.entropy_tables:
+            raise SystemExit(f"--keep-tables: {args.run / 'export'} carries no entropy tables")
+        fit_x = []
+    else:
+        fit_x = signals(model, fit, args.fit_files)
+        model.fit_entropy_tables(fit_x, contexts=not args.no_contexts, context_max_symbols=args.context_max_symbols,
+                                 context_buckets=args.context_buckets)
+        print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
     val_x = signals(model, val, args.val_files)
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
@@ -280,20 +296,29 @@ def main() -> None:
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name
-    model.save(target, metadata={"name": args.name}, name=args.name, storage_dtype=storage)
-    loaded = Codec.load(target)
-    sha = loaded.weights_sha256()
-    if sha != model.eval().weights_sha256():
-        raise SystemExit(f"{target}: the loaded weights differ from the ones measured")
-    old = index["models"].get(args.name)
-    if old and old["sha256"] != sha:
-        raise SystemExit(f"{args.name} is already published with other weights: choose a new name")
-    size_mb = sum(p.stat().st_size for p in target.iterdir()) / 1e6
-    if size_mb > MAX_WEIGHTS_MB:
-        raise SystemExit(f"{target} holds {size_mb:.1f} MB > {MAX_WEIGHTS_MB} MB")
-    training = _training(args.run)
-    (target / "MODEL_CARD.md").write_text(model_card(args.name, loaded, rows, training, args, len(fit_x), len(val_x)))
-    index["models"][args.name] = {"sha256": sha, "modality": kind, "description": args.description}
+    staging = BUNDLED_DIR / f".{args.name}.tmp"  # checked before it replaces anything published
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save(staging, metadata={"name": args.name}, name=args.name, storage_dtype=storage)
+        loaded = Codec.load(staging)
+        sha = loaded.weights_sha256()
+        if sha != model.eval().weights_sha256():
+            raise SystemExit(f"{staging}: the loaded weights differ from the ones measured")
+        tables = file_sha256(staging / ENTROPY_FILE)
+        old = index["models"].get(args.name)
+        if old and (old["sha256"] != sha or old.get("entropy_sha256", tables) != tables):
+            raise SystemExit(f"{args.name} is already published with other weights or entropy tables: its files "
+                             "would no longer decode; choose a new name")
+        size_mb = sum(p.stat().st_size for p in staging.iterdir()) / 1e6
+        if size_mb > MAX_WEIGHTS_MB:
+            raise SystemExit(f"{args.name} holds {size_mb:.1f} MB > {MAX_WEIGHTS_MB} MB")
+        training = _training(args.run)
+        (staging / "MODEL_CARD.md").write_text(model_card(args.name, loaded, rows, training, args, len(fit_x), len(val_x)))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    index["models"][args.name] = {"sha256": sha, "entropy_sha256": tables, "modality": kind, "description": args.description}
     if args.default:
         index["default"][kind] = args.name
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

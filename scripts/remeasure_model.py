@@ -18,7 +18,6 @@ closer to the encoder's latents, and every file it writes decodes with every bui
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -29,16 +28,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec  # noqa: E402
 from scripts.bundle_model import measure, pareto_points, rate_section, signals  # noqa: E402
 
 CARD = "MODEL_CARD.md"
 SECTION = "## Rate points"
-
-
-def _digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def replace_rate_section(card: str, section: list[str]) -> str:
@@ -62,10 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     index = json.loads((args.weights_dir / INDEX_FILE).read_text())
     if args.name not in index["models"]:
         raise SystemExit(f"{args.name} is not a published model (see {args.weights_dir / INDEX_FILE})")
-    before = {f: _digest(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    before = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
     model = Codec.load(folder)
-    if model.weights_sha256() != index["models"][args.name]["sha256"]:
-        raise SystemExit(f"{folder}: the weights differ from the published ones")
+    published = index["models"][args.name]
+    if model.weights_sha256() != published["sha256"] or published.get("entropy_sha256", before[ENTROPY_FILE]) != before[ENTROPY_FILE]:
+        raise SystemExit(f"{folder}: the weights or entropy tables differ from the published ones")
     model.beam_size = args.beam  # validated when the config is read back below
     kind = model.modality
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
@@ -83,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     (folder / (CONFIG_FILE + ".tmp")).replace(folder / CONFIG_FILE)
     (folder / (CARD + ".tmp")).replace(folder / CARD)
     loaded = Codec.load(folder)
-    after = {f: _digest(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
-    if after != before or loaded.weights_sha256() != index["models"][args.name]["sha256"] or loaded.beam_size != args.beam:
+    after = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    if after != before or loaded.weights_sha256() != published["sha256"] or loaded.beam_size != args.beam:
         raise SystemExit(f"{folder}: the published weights or tables changed")
     summary = {"name": args.name, "beam_size": args.beam, "seconds": round(time.time() - t0, 1),
                "target_points": model.target_points, "points": rows}

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import codec
 from cli.app import app
-from codec.hub import BUNDLED_DIR, INDEX_FILE, list_models
+from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256, list_models
 
 INDEX = json.loads((BUNDLED_DIR / INDEX_FILE).read_text()) if (BUNDLED_DIR / INDEX_FILE).is_file() else {"models": {}, "default": {}}
 NAMES = sorted(INDEX["models"])
@@ -29,6 +29,8 @@ def test_published_weights_keep_their_hash(name):
     # New weights need a new name: files written by this one must stay decodable.
     model = codec.load_model(name)
     assert model.weights_sha256() == INDEX["models"][name]["sha256"]
+    # ... and their tables: the same codes must be read from the same bytes
+    assert file_sha256(BUNDLED_DIR / name / "entropy.safetensors") == INDEX["models"][name]["entropy_sha256"]
     assert model.name == name and model.entropy_tables and model.measured_rates
 
 

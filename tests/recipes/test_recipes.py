@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from torchvision.io import encode_jpeg, write_png
 
+from codec.bitstream import read_container
 from codec.model import Codec
 from recipes import audio_codec, image_codec
 from recipes.common import apply_overrides, latest_checkpoint, load_checkpoint, load_config, save_checkpoint
@@ -222,3 +223,41 @@ def test_raq_reproduction_debug_trains_every_model_and_writes_the_tables(tmp_pat
     mtime = (out / "raq" / "export" / "model.safetensors").stat().st_mtime
     raq_reproduction.main(["--config", "debug", "--out", str(tmp_path / "repro")])
     assert (out / "raq" / "export" / "model.safetensors").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("recipe", [image_codec, audio_codec])
+def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_path):
+    # a published, inference-only RAQ model with entropy tables and a beam: what users download
+    export = recipe.main(["--config", "raq-debug", "--out", str(tmp_path / "base")])
+    source = Codec.load(export)
+    source.strip_training_state()
+    x = torch.rand(1, 3, 32, 40) if recipe is image_codec else torch.rand(1, 1, 4000) * 2 - 1
+    source.fit_entropy_tables([x], contexts=False)
+    source.beam_size = 2
+    source.save(tmp_path / "published", name="model-t1")
+    published = Codec.load(tmp_path / "published")
+    assert published.inference_only
+    args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
+            "--set", "steps=4", "--set", "val_every=2", "--set", "recon_loss=l2"]
+    tuned = Codec.load(recipe.main([*args, "--out", str(tmp_path / "tuned")]))
+    before, after = published.state_dict(), tuned.state_dict()
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # bit-exact: the same codes
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert tuned.name != "model-t1" and tuned.beam_size == 2 and tuned.inference_only
+    assert tuned.config["recon_loss"] == "l2" and tuned.target_points == published.target_points
+    for point in published.rate_points():
+        a, b = published.encode(x, point.name), tuned.encode(x, point.name)
+        assert torch.equal(a.codes, b.codes)
+        # the same payload: the tables came along, and the codes are what they code
+        assert read_container(tuned.compress(x, point.name))[1] == read_container(published.compress(x, point.name))[1]
+    if recipe is image_codec:  # segments: a cut and resumed fine-tune repeats the uninterrupted one
+        recipe.main([*args, "--out", str(tmp_path / "cut"), "--stop-at", "3"])
+        recipe.main([*args, "--out", str(tmp_path / "cut"), "--resume"])
+        np.testing.assert_allclose([float(v) for _, v in train_losses(tmp_path / "cut")],
+                                   [float(v) for _, v in train_losses(tmp_path / "tuned")], rtol=1e-5)
+    with pytest.raises(ValueError, match="set init_model"):
+        recipe.main(["--config", "raq-debug", "--set", "train_parts=decoder", "--out", str(tmp_path / "x")])
+    with pytest.raises(RuntimeError, match="inference only"):  # its quantizer cannot train
+        recipe.main(["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--out", str(tmp_path / "y")])

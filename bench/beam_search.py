@@ -1,0 +1,97 @@
+"""Residual code search: encoding time and latent error of greedy vs beam-searched codes.
+
+    python bench/beam_search.py --model audio-v3 --json bench/results/beam_search_audio_cpu.json
+    python bench/beam_search.py --model image-v2 --json bench/results/beam_search_image_cpu.json
+
+Audio: the evaluation speech (``data/eval/speech``) concatenated to ``--seconds``; images: the
+evaluation photos. For each rate point and beam width: the time of ``compress_detailed`` (the
+network encoder, the search and the entropy coder; the encoder's latents are what every beam
+shares), the file's real rate, and the squared error between the latents and their quantized
+values relative to greedy's. Quality after decoding is measured by ``vqcodec eval --beam``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.hub import load_model  # noqa: E402
+from codec.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, read_audio, read_image  # noqa: E402
+from codec.nets.audio import resample  # noqa: E402
+
+
+def audio_signal(folder: Path, sample_rate: int, seconds: float) -> torch.Tensor:
+    parts, total = [], 0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        wav, meta = read_audio(path)
+        mono = resample(wav.mean(0, keepdim=True), meta["sample_rate"], sample_rate)
+        parts.append(mono)
+        total += mono.shape[-1]
+        if total >= seconds * sample_rate:
+            break
+    return torch.cat(parts, -1)[:, : int(seconds * sample_rate)][None]
+
+
+def latent_error(model, x: torch.Tensor, point: str, beam: int) -> float:
+    """Sum over tokens of |z - z_q|^2 at ``point`` (one pass over the whole signal)."""
+    tokens, spatial, info = model._tokens(x)
+    enc = model._quantize(tokens, spatial, info, model.select_rate(point), beam)
+    codes = enc.codes.reshape(tokens.shape[0], tokens.shape[1], -1)
+    z_q = model.quantizer.decode(codes, **model.select_rate(point).kwargs)
+    return float((z_q - tokens).square().sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="audio-v3")
+    ap.add_argument("--points", default=None, help="comma-separated rate points (default: three of the model's)")
+    ap.add_argument("--beams", default="1,4,8,16,32")
+    ap.add_argument("--seconds", type=float, default=60.0, help="audio: length of the signal")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    model = load_model(args.model)
+    if model.modality == "audio":
+        signals = [audio_signal(ROOT / "data/eval/speech", int(model.sample_rate), args.seconds)]
+        points = args.points or "k1024-n2,k1024-n4,k1024-n8,k1024-n16"
+        units = f"{signals[0].shape[-1] / model.sample_rate:.0f} s of speech"
+    else:
+        files = sorted(p for p in (ROOT / "data/eval/images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        signals = [read_image(p, alpha="drop")[0] for p in files]
+        signals = [x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1) for x in signals]
+        points = args.points or "k256-n2,k256-n3,k256-n4"
+        units = f"{len(signals)} photos"
+    rows = []
+    for point in points.split(","):
+        base_err = sum(latent_error(model, x, point, 1) for x in signals)
+        for beam in (int(b) for b in args.beams.split(",")):
+            t0 = time.perf_counter()
+            outs = [model.compress_detailed(x, point, beam_size=beam) for x in signals]
+            seconds = time.perf_counter() - t0
+            err = sum(latent_error(model, x, point, beam) for x in signals)
+            rate = sum(o.real_rate for o in outs) / len(outs)
+            rows.append({"point": point, "beam": beam, "compress_s": round(seconds, 3), "real_rate": round(rate, 4),
+                         "latent_error_vs_greedy": round(err / base_err, 4)})
+            print(f"{point:>10} beam {beam:>2}: compress {seconds:6.2f} s  rate {rate:.4f} {model.rate_unit}  "
+                  f"latent error x{err / base_err:.3f}", flush=True)
+    result = {"model": args.model, "signal": units, "threads": torch.get_num_threads(),
+              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "rows": rows}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
