@@ -219,7 +219,8 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
            + ("kept" if args.keep_tables else "fitted") + " and the rates below measured, so they describe exactly these weights); the model computes in float32."]
           if args.storage_dtype != "float32" else []),
         *(["* Published for inference: the codebooks of every rate point are stored; RAQ's codebook generator and "
-           "the EMA sums are left out, so these weights cannot be fine-tuned (train from the run's checkpoint)."]
+           "the EMA sums are left out, so the quantizer cannot be trained further (train from the run's checkpoint; "
+           "the decoder alone can be fine-tuned: `train_parts=\"decoder\"`)."]
           if model.inference_only else []),
         "",
         "## Licence of the weights",
@@ -290,6 +291,8 @@ def main() -> None:
                                  context_buckets=args.context_buckets)
         print(f"entropy tables from {len(fit_x)} signals in {time.time() - t0:.0f} s", flush=True)
     val_x = signals(model, val, args.val_files)
+    if model.config is not None:
+        model.config["name"] = args.name  # the header of every measured file names the published model
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
     model.target_points = pareto_points(rows, higher_is_better=kind == "image")

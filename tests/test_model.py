@@ -154,6 +154,11 @@ def test_inference_only_models_code_identically_without_training_state(tmp_path)
         a, b = full.encode(x, point.name), slim.encode(x, point.name)
         assert torch.equal(a.codes, b.codes) and torch.equal(full.decode(a), slim.decode(b))
     assert slim.weights_sha256() == Codec.load(tmp_path / "slim").weights_sha256() == codec.weights_sha256()
+    # stripping a published model again (publishing a decoder fine-tune of it) keeps its codebooks
+    again = Codec.load(tmp_path / "slim")
+    again.strip_training_state()
+    assert again.weights_sha256() == slim.weights_sha256()
+    assert torch.equal(again.encode(x, "k16-n2").codes, slim.encode(x, "k16-n2").codes)
     with pytest.raises(RuntimeError, match="inference only"):
         slim.train()
     with pytest.raises(ValueError, match="not one of the published sizes"):

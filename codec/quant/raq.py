@@ -369,7 +369,13 @@ class RAQ(Quantizer):
 
     @torch.no_grad()
     def publish(self) -> None:
-        """Generate the codebooks of every published size into buffers (saved with the weights)."""
+        """Generate the codebooks of every published size into buffers (saved with the weights).
+
+        A stripped quantizer (no generator) keeps the codebooks it was published with."""
+        if self.adapter == "seq2seq" and self.generator is None:
+            if bool(self.published_valid):
+                return
+            raise RuntimeError("this RAQ quantizer has neither a codebook generator nor published codebooks")
         was_training = self.training
         self.eval()
         self.published_valid.fill_(False)
