@@ -261,7 +261,7 @@ class Codec(nn.Module):
         # points a rate target chooses among (a quality-vs-rate Pareto front measured at export);
         # empty: every point. Points outside it stay usable by name.
         self.target_points: list[str] = list((config or {}).get("target_points", []))
-        # the encoder's residual code search, measured per model at export (config "beam_size")
+        # the encoder's residual code search, chosen per model (config "beam_size")
         self.beam_size = int((config or {}).get("beam_size", DEFAULT_BEAM_SIZE))
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
