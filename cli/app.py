@@ -396,12 +396,14 @@ def rates(
             {"name": p.name, "bits_per_token": p.bits_per_token, "nominal": p.nominal, "measured": p.measured, "unit": p.unit}
             for p in m.rate_points()
         ]
-        out.append({"model": m.name or str(name), "modality": m.modality, "sha256": m.weights_sha256(), "points": points})
+        out.append({"model": m.name or str(name), "modality": m.modality, "sha256": m.weights_sha256(),
+                    "beam_size": m.beam_size, "points": points})
     if as_json:
         console.print_json(json.dumps(out))
         return
     for entry in out:
-        table = Table(title=f"{entry['model']} ({entry['modality']})", title_justify="left")
+        beam = f", beam {entry['beam_size']}" if entry["beam_size"] > 1 else ""
+        table = Table(title=f"{entry['model']} ({entry['modality']}{beam})", title_justify="left")
         for col in ("point", "bits/token", "nominal", "measured (real files)"):
             table.add_column(col, justify="left" if col == "point" else "right")
         for p in entry["points"]:

@@ -149,6 +149,7 @@ def test_rates_models_and_json(model_dirs, monkeypatch, tmp_path):
     (entry,) = json.loads(out.output)
     assert [p["name"] for p in entry["points"]] == ["n1", "n2", "n3", "n4"]
     assert entry["points"][0]["nominal"] == pytest.approx(75 * 6 / 1000)
+    assert entry["beam_size"] == 1
     monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "none")
     assert "no models installed" in run("models").output
     monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
