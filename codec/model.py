@@ -406,13 +406,9 @@ class Codec(nn.Module):
         """
         point = self.select_rate(rate)
         with torch.no_grad():
-            y, info = self.encoder.prepare(x)
-            latent = self.encoder(y)
-            b, d, *spatial = latent.shape
-            tokens = latent.reshape(b, d, -1).transpose(1, 2)
-            codes = self._quantize(tokens, tuple(spatial), info, point).codes
-            z_q = self.quantizer.decode(codes.reshape(b, tokens.shape[1], -1), **point.kwargs)
-            latent_q = z_q.transpose(1, 2).reshape(b, d, *spatial)
+            y, tokens, spatial, info = self._prepared_tokens(x)
+            codes = self._quantize(tokens, spatial, info, point).codes
+            latent_q = self._quantized_latent(codes, spatial, point)
         recon = (decoder if decoder is not None else self.decoder)(latent_q)
         return CodecOutput(
             x_hat=self.encoder.restore(recon, info), loss={"recon": reconstruction_loss(y, recon, self.recon_loss)},
@@ -432,10 +428,21 @@ class Codec(nn.Module):
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], PadInfo]:
         """Signal -> latent tokens ``(B, N, D)``, the latent grid and the padding record."""
+        _, tokens, spatial, info = self._prepared_tokens(x)
+        return tokens, spatial, info
+
+    def _prepared_tokens(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...], PadInfo]:
+        """:meth:`_tokens`, led by the prepared (padded, network-domain) signal the decoder targets."""
         y, info = self.encoder.prepare(x)
         latent = self.encoder(y)
         b, d, *spatial = latent.shape
-        return latent.reshape(b, d, -1).transpose(1, 2), tuple(spatial), info
+        return y, latent.reshape(b, d, -1).transpose(1, 2), tuple(spatial), info
+
+    def _quantized_latent(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> Tensor:
+        """Codes ``(B, *spatial[, levels])`` -> the quantized latent ``(B, D, *spatial)`` the decoder reads."""
+        b = codes.shape[0]
+        z_q = self.quantizer.decode(codes.reshape(b, math.prod(spatial), *codes.shape[1 + len(spatial) :]), **point.kwargs)
+        return z_q.transpose(1, 2).reshape(b, self.encoder.latent_dim, *spatial)
 
     def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint,
                   beam_size: int | None = None) -> EncodedCodes:
@@ -450,15 +457,11 @@ class Codec(nn.Module):
         """:class:`EncodedCodes` -> reconstruction in the original layout and range."""
         point = self.select_rate(encoded.point.name)
         codes = encoded.codes
-        b, n_sp = codes.shape[0], len(encoded.padded)
-        spatial = tuple(codes.shape[1 : 1 + n_sp])
+        spatial = tuple(codes.shape[1 : 1 + len(encoded.padded)])
         expected = tuple(p // self.encoder.stride for p in encoded.padded)
         if spatial != expected:
             raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
-        tokens_codes = codes.reshape(b, math.prod(spatial), *codes.shape[1 + n_sp :])
-        z_q = self.quantizer.decode(tokens_codes, **point.kwargs)
-        latent = z_q.transpose(1, 2).reshape(b, self.encoder.latent_dim, *spatial)
-        recon = self.decoder(latent)
+        recon = self.decoder(self._quantized_latent(codes, spatial, point))
         return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
 
     # -- files ------------------------------------------------------------------------------------
@@ -1132,7 +1135,7 @@ class Codec(nn.Module):
             self.quantizer.train(True)  # still training: the stored codebooks go stale in this copy
         tmp_w, tmp_c = folder / (WEIGHTS_FILE + ".tmp"), folder / (CONFIG_FILE + ".tmp")
         save_file(state, str(tmp_w), metadata={"format": FORMAT_NAME, **dict(metadata or {})})
-        tmp_c.write_text(json.dumps(config, indent=2, sort_keys=True))
+        tmp_c.write_text(config_text(config))
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_c.replace(folder / CONFIG_FILE)
         if self.entropy_tables:
@@ -1244,6 +1247,11 @@ def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str
                 raise ValueError(f"{path}: context index names a missing table")
             contexts[name] = ColumnContexts({s: ContextTable.from_tensor(*(raw[x] for x in k)) for s, k in keys.items()})
     return tables, contexts
+
+
+def config_text(config: Mapping[str, Any]) -> str:
+    """A model config as ``config.json`` holds it (written by :meth:`Codec.save` and the publish tools)."""
+    return json.dumps(config, indent=2, sort_keys=True)
 
 
 def _validate_config(config: Mapping[str, Any]) -> None:

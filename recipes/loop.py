@@ -192,6 +192,7 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
 
     model = build().to(device)
     decoder_only = cfg.train_parts == "decoder"
+    trained = model.decoder if decoder_only else model  # what the optimiser, the EMA and DDP see
     points = (model.target_points or [p.name for p in model.rate_points()]) if decoder_only else []
 
     def train_mode() -> None:
@@ -203,12 +204,11 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
 
     if decoder_only:
         model.requires_grad_(False)
-        model.decoder.requires_grad_(True)
+        trained.requires_grad_(True)
     train_mode()
     use_adv = cfg.adv_weight > 0 or cfg.feature_weight > 0
     disc = get_discriminator(hooks.discriminator).to(device) if use_adv else None
-    params = model.decoder.parameters() if decoder_only else model.parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sched = cosine_schedule(opt, cfg.warmup_steps, cfg.steps)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc is not None else None
     ema = ModelEMA(model, cfg.ema_decay,
@@ -225,7 +225,6 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         if dist.is_main:
             print(f"initialised from {cfg.init_from} (EMA weights)")
 
-    trained = model.decoder if decoder_only else model
     train_model = DDP(trained, broadcast_buffers=False, find_unused_parameters=True) if dist.world_size > 1 else trained
     train_disc = DDP(disc, broadcast_buffers=False) if disc is not None and dist.world_size > 1 else disc
     data = hooks.make_data(cfg, model)
@@ -244,7 +243,7 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         adv_on = disc is not None and step >= cfg.adv_start
         point = points[int(torch.randint(len(points), ()))] if decoder_only else None
         with torch.autocast(**autocast):
-            res: CodecOutput = model.frozen_codes_forward(x, point, train_model) if point else train_model(x)
+            res: CodecOutput = model.frozen_codes_forward(x, point, train_model) if decoder_only else train_model(x)
             target = res.recon_target.float()
             terms: dict[str, Tensor] = {}
             for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
-from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec  # noqa: E402
+from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec, config_text  # noqa: E402
 from scripts.bundle_model import measure, pareto_points, rate_section, signals  # noqa: E402
 
 CARD = "MODEL_CARD.md"
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
     model.target_points = pareto_points(rows, higher_is_better=kind == "image")
-    config = json.dumps(model.export_config(), indent=2, sort_keys=True)
+    config = config_text(model.export_config())
     card = replace_rate_section((folder / CARD).read_text(), rate_section(model, rows, len(val_x)))
     (folder / (CONFIG_FILE + ".tmp")).write_text(config)
     (folder / (CARD + ".tmp")).write_text(card)

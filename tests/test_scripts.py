@@ -1,6 +1,5 @@
 """Publishing scripts: re-measuring a published model leaves what it decodes untouched."""
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -10,14 +9,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from codec.hub import file_sha256 as _digest
 from codec.model import Codec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_remeasure_sets_the_beam_and_rates_without_touching_weights_or_tables(tmp_path):

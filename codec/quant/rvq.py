@@ -234,6 +234,8 @@ class ResidualVQ(Quantizer):
         """``x`` ``(B, N, D)`` -> ``(B * N, n)`` codes by beam search over the first ``n`` levels,
         and their final squared errors ``(B * N,)``."""
         tokens = x.reshape(-1, self.dim).float()
+        if tokens.shape[0] == 0:
+            return tokens.new_empty(0, n, dtype=torch.long), tokens.new_empty(0)
         books = []
         for level, k in zip(self.levels[:n], self.alphabet_sizes(n, **level_setting)):
             if k > MAX_BEAM_ALPHABET:
@@ -242,8 +244,6 @@ class ResidualVQ(Quantizer):
             books.append(level.decode(every, **level_setting).float().reshape(k, self.dim))
         widest = max(book.shape[0] for book in books) * beam_size
         rows = max(1, _BEAM_TILE_BYTES // (4 * widest))
-        if tokens.shape[0] == 0:
-            return tokens.new_empty(0, n, dtype=torch.long), tokens.new_empty(0)
         parts = [self._beam_slice(part, books, beam_size) for part in tokens.split(rows)]
         return torch.cat([c for c, _ in parts]), torch.cat([e for _, e in parts])
 
