@@ -81,6 +81,7 @@ DEVICE = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."
 FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output files.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
+REFINE = typer.Option(None, "--refine", min=0, max=1000, help="Analysis-by-synthesis: gradient steps that choose codes by what the decoder makes of them (0 off; default the model's). Never worse on the model's objective and never larger per tile; about one decoder pass with gradient per step and rate point tried. Files decode with any build.")
 BEAM = typer.Option(None, "--beam", min=1, max=64, help="Residual code search: code prefixes kept per level (1 greedy; default the model's). Larger: codes closer to the encoder's output at the same rate point, slower encoding; files decode with any build.")
 DEBUG = typer.Option(False, help="Show tracebacks instead of one-line errors.")
 
@@ -177,6 +178,7 @@ def compress(
     tile: Optional[int] = typer.Option(None, min=8, help="Images: tile side in pixels for large images (default 768)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Chunks/tiles of equal size encoded per network pass; default 8 on CUDA (throughput), 1 on CPU (memory)."),
     beam: Optional[int] = BEAM,
+    refine: Optional[int] = REFINE,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -215,7 +217,7 @@ def compress(
         data = _read_stdin() if item.input == "-" else None
         report, blob = compress_file(item.input, item.output, rate=rate, model=m, data=data, modality=kind,
                                      alpha=alpha.value, device=dev, force=force, tile=tile_arg,
-                                     progress=tick, beam_size=beam)
+                                     progress=tick, beam_size=beam, refine_steps=refine)
         if item.output == "-":
             _write_stdout(blob)
         for note in report.notes:
@@ -397,12 +399,13 @@ def rates(
             for p in m.rate_points()
         ]
         out.append({"model": m.name or str(name), "modality": m.modality, "sha256": m.weights_sha256(),
-                    "beam_size": m.beam_size, "points": points})
+                    "beam_size": m.beam_size, "refine_steps": m.refine_steps, "points": points})
     if as_json:
         console.print_json(json.dumps(out))
         return
     for entry in out:
         beam = f", beam {entry['beam_size']}" if entry["beam_size"] > 1 else ""
+        beam += f", refined {entry['refine_steps']} steps" if entry["refine_steps"] > 0 else ""
         table = Table(title=f"{entry['model']} ({entry['modality']}{beam})", title_justify="left")
         for col in ("point", "bits/token", "nominal", "measured (real files)"):
             table.add_column(col, justify="left" if col == "point" else "right")
@@ -424,6 +427,7 @@ def tokenize(
     device: Device = DEVICE,
     alpha: Alpha = typer.Option(Alpha.refuse, help="Images with transparency: refuse, drop or flatten."),
     beam: Optional[int] = BEAM,
+    refine: Optional[int] = REFINE,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -452,7 +456,8 @@ def tokenize(
         if key in tensors:
             raise ValueError(f"{item.input}: two inputs share the key {key!r}")
         tokens, source, m = tokenize_file(item.input, rate=rate, model=fixed, modality=modality.value if modality else None,
-                                          alpha=alpha.value, device=dev, beam_size=beam)
+                                          alpha=alpha.value, device=dev, beam_size=beam,
+                                          refine_steps=refine)
         tensors[key] = tokens.codes.to(dtype=__import__("torch").int32).contiguous()
         meta[key] = {"model": m.name, "sha256": m.weights_sha256(), "rate_point": tokens.point.name,
                      "shape": list(tokens.shape), "tiles": tokens.tiles, "source": source, "modality": m.modality}
@@ -555,6 +560,7 @@ def evaluate(
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=8000, max=192000, help="Audio: resample every file to this rate (Hz) first and score against that, e.g. 8000 for telephone speech (PESQ narrow-band below 16 kHz)."),
     device: Device = DEVICE,
     beam: Optional[int] = BEAM,
+    refine: Optional[int] = REFINE,
     debug: bool = DEBUG,
 ) -> None:
     """Rate-distortion of a model on a folder, against JPEG/WebP/AVIF or Opus/Codec2, at real file sizes."""
@@ -590,13 +596,17 @@ def evaluate(
         task = progress.add_task("eval", total=None)
         extra = {"min_seconds": min_seconds, "sample_rate": sample_rate} if kind == "audio" else {}
         extra["beam_size"] = beam
+        extra["refine_steps"] = refine
         if (min_seconds or sample_rate) and kind != "audio":
             _fail("--min-seconds and --sample-rate apply to audio")
         rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
                       max_files, max_seconds, **extra)
     unit = "bpp" if kind == "image" else "kbps"
     searched = beam if beam is not None else m.beam_size
-    paths = write_report(rows, output, unit, f"{m.name or model}{f' (beam {searched})' if searched > 1 else ''} on {folder.name}")
+    steps = refine if refine is not None else m.refine_steps
+    search = [f"beam {searched}"] * (searched > 1) + [f"refined {steps} steps"] * (steps > 0)
+    title = f"{m.name or model}" + (f" ({', '.join(search)})" if search else "") + f" on {folder.name}"
+    paths = write_report(rows, output, unit, title)
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)
     err_console.print(f"report: {paths['csv']}, {paths['markdown']}, {paths['plot']}")
 

@@ -126,10 +126,11 @@ def _best_quality_within(img: Any, fmt: str, max_bytes: int) -> tuple[int, bytes
 def evaluate_images(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, beam_size: int | None = None,
+    refine_steps: int | None = None,
 ) -> list[Row]:
     """Ours at each rate, and each Pillow baseline matched in size per image and rate.
 
-    ``beam_size``: our encoder's residual code search (default the model's)."""
+    ``beam_size``, ``refine_steps``: our encoder's residual code search and its refinement (defaults the model's)."""
     from PIL import Image
 
     from codec.files import compress_signal, decompress
@@ -145,7 +146,8 @@ def evaluate_images(
         pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         for rate in rates:
             progress(f"{path.name} @ {rate}")
-            out = compress_signal(x, rate=rate, model=model, modality="image", source=meta, beam_size=beam_size)
+            out = compress_signal(x, rate=rate, model=model, modality="image", source=meta, beam_size=beam_size,
+                                  refine_steps=refine_steps)
             y, _ = decompress(out.data, model=model)
             label = _label(rate, out.point.name)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
@@ -250,15 +252,15 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
 def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
-    sample_rate: int | None = None, beam_size: int | None = None,
+    sample_rate: int | None = None, beam_size: int | None = None, refine_steps: int | None = None,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
 
     ``min_seconds`` leaves out shorter files (before ``limit`` spreads the choice over the rest):
     on a one-second clip the container headers of every codec are a large share of the rate.
     ``sample_rate`` resamples every file first: the resampled signal is what every codec is fed
-    and scored against (8000: telephone speech, scored with narrow-band PESQ). ``beam_size``: our
-    encoder's residual code search (default the model's).
+    and scored against (8000: telephone speech, scored with narrow-band PESQ). ``beam_size``,
+    ``refine_steps``: our encoder's residual code search and its refinement (defaults the model's).
     """
     import soundfile as sf
 
@@ -288,7 +290,8 @@ def evaluate_audio(
         ref = _mono(wav)
         for rate in rates:
             progress(f"{path.name} @ {rate}")
-            out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta, beam_size=beam_size)
+            out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta, beam_size=beam_size,
+                                  refine_steps=refine_steps)
             y, _ = decompress(out.data, model=model)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
                             8 * len(out.data) / seconds / 1000, audio_quality(ref, _mono(y), sr)))

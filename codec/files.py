@@ -97,13 +97,16 @@ def compress_signal(
     tile: int | None = None,
     overlap: int | None = None,
     beam_size: int | None = None,
+    refine_steps: int | None = None,
 ) -> Compressed:
     """A signal -> a ``.vqc`` file.
 
     Audio ``(C, T)`` at ``sample_rate`` (resampled to the model's); images ``(C, H, W)`` or
     ``(1, C, H, W)`` in ``[0, 1]`` with C = 1 or 3. ``source`` is stored in the header and drives
     restoring the original format (the file helpers fill it from the input file). ``beam_size``
-    is the residual code search (default the model's :attr:`~codec.model.Codec.beam_size`).
+    is the residual code search (default the model's :attr:`~codec.model.Codec.beam_size`),
+    ``refine_steps`` its analysis-by-synthesis refinement (default the model's
+    :attr:`~codec.model.Codec.refine_steps`; :mod:`codec.refine`).
     """
     modality = modality or (model.modality if isinstance(model, Codec) else ("audio" if sample_rate else "image"))
     codec = _model(model, modality, device)
@@ -118,11 +121,12 @@ def compress_signal(
         source = {**(source or {}), "sample_rate": int(sample_rate), "channels": int(wav.shape[0]), "frames": int(wav.shape[-1])}
         step = max(1, int(sample_rate) * 10)
         return compress_blocks(wav.split(step, dim=-1), source, rate=rate, model=codec, tile=tile, overlap=overlap,
-                               beam_size=beam_size)
+                               beam_size=beam_size, refine_steps=refine_steps)
     img = x if x.dim() == 4 else x[None]
     source = {"mode": "L" if img.shape[1] == 1 else "RGB", "bit_depth": 8, **(source or {})}
     img = to_model_channels(img.float(), int(getattr(codec.encoder, "in_channels", img.shape[1])))
-    return codec.compress_detailed(img, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size)
+    return codec.compress_detailed(img, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size,
+                                   refine_steps=refine_steps)
 
 
 def compress_blocks(
@@ -135,6 +139,7 @@ def compress_blocks(
     tile: int | None = None,
     overlap: int | None = None,
     beam_size: int | None = None,
+    refine_steps: int | None = None,
 ) -> Compressed:
     """Audio arriving as blocks ``(C, n)`` at ``source["sample_rate"]`` -> a ``.vqc`` file.
 
@@ -157,7 +162,8 @@ def compress_blocks(
         if y.shape[-1]:
             yield y
 
-    return codec.compress_stream(resampled(), channels, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size)
+    return codec.compress_stream(resampled(), channels, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size,
+                                 refine_steps=refine_steps)
 
 
 def read_vqc_header(data: bytes) -> dict[str, Any]:
@@ -272,13 +278,14 @@ def compress_file(
     overlap: int | None = None,
     progress: Callable[[float], None] | None = None,
     beam_size: int | None = None,
+    refine_steps: int | None = None,
 ) -> tuple[FileReport, bytes]:
     """Compress one media file (or its bytes in ``data``) to ``output`` (``"-"``: not written).
 
     Returns the report and the file's bytes. Raises :class:`~codec.io.InputError` for bad input,
     ``FileExistsError`` when ``output`` exists and ``force`` is false. ``progress`` is called with
     the fraction of the input read so far (audio is read and encoded chunk by chunk). ``beam_size``
-    as in :func:`compress_signal`.
+    and ``refine_steps`` as in :func:`compress_signal`.
     """
     t0 = time.perf_counter()
     name = str(input)
@@ -294,12 +301,12 @@ def compress_file(
         if progress is not None:
             blocks = _counted(blocks, meta["frames"], progress)
         out = compress_blocks(blocks, meta, rate=rate, model=model, device=device, tile=tile, overlap=overlap,
-                              beam_size=beam_size)
+                              beam_size=beam_size, refine_steps=refine_steps)
         units = {"duration_s": meta["frames"] / meta["sample_rate"]}
     else:
         img, meta = read_image(src, alpha=alpha)
         out = compress_signal(img, rate=rate, model=model, modality="image", source=meta, device=device, tile=tile,
-                              overlap=overlap, beam_size=beam_size)
+                              overlap=overlap, beam_size=beam_size, refine_steps=refine_steps)
         units = {"pixels": int(img.shape[-1] * img.shape[-2])}
     if output != "-":
         write_bytes(output, out.data, force=force)
@@ -359,10 +366,10 @@ def decompress_file(
 
 def tokenize_file(
     input: str | Path, *, rate: str, model: str | Path | Codec | None = None, modality: str | None = None,
-    alpha: str = "refuse", device: str = "cpu", beam_size: int | None = None,
+    alpha: str = "refuse", device: str = "cpu", beam_size: int | None = None, refine_steps: int | None = None,
 ) -> tuple[Tokens, dict[str, Any], Codec]:
     """A media file -> ``(tokens, source metadata, model)`` (see :meth:`Codec.tokenize`; ``beam_size``
-    is its residual code search, default the model's)."""
+    is its residual code search and ``refine_steps`` its refinement, defaults the model's)."""
     name = str(input)
     modality = modality or (model.modality if isinstance(model, Codec) else None) or modality_of(name)
     if modality is None:
@@ -376,7 +383,7 @@ def tokenize_file(
     else:
         img, meta = read_image(input, alpha=alpha)
         x = to_model_channels(img, int(getattr(codec.encoder, "in_channels", img.shape[1])))
-    return codec.tokenize(x, rate, beam_size=beam_size), meta, codec
+    return codec.tokenize(x, rate, beam_size=beam_size, refine_steps=refine_steps), meta, codec
 
 
 def detokenize(tokens: Tokens, model: Codec, source: dict[str, Any] | None = None) -> Tensor:

@@ -27,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
 from codec.quant.rvq import MAX_BEAM_SIZE
+from codec.refine import MAX_REFINE_STEPS, OBJECTIVES, Candidate, Objective, best_candidate, refine_candidates
 from codec.tiling import TileGrid
 
 __all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate"]
@@ -50,6 +51,8 @@ CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
 MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
 DEFAULT_BEAM_SIZE = 1  # residual code search of compress/encode/tokenize (Codec.beam_size)
+DEFAULT_REFINE_STEPS = 0  # analysis-by-synthesis steps of compress/tokenize (Codec.refine_steps)
+DEFAULT_REFINE_STEP_SIZE = 0.05  # relative to the latent's RMS (Codec.refine_step_size)
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # besides the model's own dtype
 MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24 kHz stereo)
 MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
@@ -160,6 +163,16 @@ class EncodedCodes:
     padded: tuple[int, ...] = field(default=())
 
 
+class TileTokens(NamedTuple):
+    """One tile's encoder tokens ``(B, N, D)``, latent grid, padding record and, when refinement
+    needs it, the prepared signal the decoder should reproduce."""
+
+    tokens: Tensor
+    spatial: tuple[int, ...]
+    info: PadInfo
+    target: Tensor | None = None
+
+
 @dataclass
 class Compressed:
     """A written ``.vqc`` file and how its rate came out.
@@ -238,6 +251,11 @@ class Codec(nn.Module):
     #: code prefixes a residual quantizer's encoder searches (1: greedy; see ``ResidualVQ.encode``).
     #: An encoder-side choice only: files decode with any build. Single-level quantizers ignore it.
     beam_size: int = DEFAULT_BEAM_SIZE
+    #: analysis-by-synthesis steps before coding (0: off; see :mod:`codec.refine`), their step size
+    #: and objective. Encoder-side choices too; refinement needs gradients through the decoder.
+    refine_steps: int = DEFAULT_REFINE_STEPS
+    refine_step_size: float = DEFAULT_REFINE_STEP_SIZE
+    refine_max_growth: float = 0.0  # coded size a refined tile may add, relative to the unrefined tile
 
     def __init__(
         self,
@@ -263,6 +281,12 @@ class Codec(nn.Module):
         self.target_points: list[str] = list((config or {}).get("target_points", []))
         # the encoder's residual code search, chosen per model (config "beam_size")
         self.beam_size = int((config or {}).get("beam_size", DEFAULT_BEAM_SIZE))
+        # and its analysis-by-synthesis refinement (config "refine_steps", "refine_step_size", "refine_loss")
+        self.refine_steps = int((config or {}).get("refine_steps", DEFAULT_REFINE_STEPS))
+        self.refine_step_size = float((config or {}).get("refine_step_size", DEFAULT_REFINE_STEP_SIZE))
+        self.refine_max_growth = float((config or {}).get("refine_max_growth", 0.0))
+        self.refine_loss = str((config or {}).get("refine_loss", "mel" if encoder.modality == "audio" else "l2"))
+        self._objectives: dict[str, Objective] = {}  # built on first use, per device
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
         #: context tables per ``"<point>/<column>"`` (see :mod:`codec.entropy`); columns without
@@ -417,14 +441,17 @@ class Codec(nn.Module):
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: Tensor, rate: str | RatePoint = "max", *, beam_size: int | None = None) -> EncodedCodes:
+    def encode(self, x: Tensor, rate: str | RatePoint = "max", *, beam_size: int | None = None,
+               refine_steps: int | None = None) -> EncodedCodes:
         """Signal ``(B, C, *spatial)`` -> :class:`EncodedCodes` at the chosen rate point.
 
-        ``beam_size``: the residual code search (default :attr:`beam_size`).
+        ``beam_size``: the residual code search (default :attr:`beam_size`); ``refine_steps``: the
+        analysis-by-synthesis refinement (default :attr:`refine_steps`; :mod:`codec.refine`).
         """
         point = self.select_rate(rate)
-        tokens, spatial, info = self._tokens(x)
-        return self._quantize(tokens, spatial, info, point, beam_size)
+        steps = self._refine_steps(refine_steps)
+        y, tokens, spatial, info = self._prepared_tokens(x)
+        return self._quantize(tokens, spatial, info, point, beam_size, steps, y)
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], PadInfo]:
         """Signal -> latent tokens ``(B, N, D)``, the latent grid and the padding record."""
@@ -445,12 +472,51 @@ class Codec(nn.Module):
         return z_q.transpose(1, 2).reshape(b, self.encoder.latent_dim, *spatial)
 
     def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint,
-                  beam_size: int | None = None) -> EncodedCodes:
+                  beam_size: int | None = None, refine_steps: int = 0, target: Tensor | None = None) -> EncodedCodes:
+        """Tokens ``(B, N, D)`` -> codes at ``point``; with ``refine_steps`` and the decoder's
+        ``target`` (the prepared signal of these tokens), refined by analysis-by-synthesis."""
+        if refine_steps > 0 and target is not None:
+            found = self._refine_candidates(TileTokens(tokens, spatial, info, target), point, beam_size, refine_steps)
+            codes = best_candidate(found, self.refine_max_growth).codes
+        else:
+            beam = self.beam_size if beam_size is None else beam_size
+            search = {"beam_size": beam} if self.quantizer.beam_search else {}
+            codes = self.quantizer.encode(tokens, **point.kwargs, **search)
+            codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
+        return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
+
+    def _refine_candidates(self, tile: TileTokens, point: RatePoint, beam_size: int | None, steps: int) -> list[Candidate]:
+        """Analysis-by-synthesis candidates of one tile (:func:`codec.refine.refine_candidates`):
+        codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes."""
+        tokens, spatial, _info, target = tile
+        assert target is not None, "refinement needs the tile's prepared signal"
         beam = self.beam_size if beam_size is None else beam_size
         search = {"beam_size": beam} if self.quantizer.beam_search else {}
-        codes = self.quantizer.encode(tokens, **point.kwargs, **search)
-        codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
-        return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
+        b, d = tokens.shape[0], self.encoder.latent_dim
+
+        def grid(c: Tensor) -> Tensor:
+            return c.reshape(b, *spatial, *c.shape[2:])
+
+        found = refine_candidates(
+            tokens, target, quantize=lambda z: self.quantizer.encode(z, **point.kwargs, **search),
+            dequantize=lambda c: self.quantizer.decode(c, **point.kwargs),
+            synthesize=lambda z_q: self.decoder(z_q.transpose(1, 2).reshape(b, d, *spatial)),
+            objective=self._objective(tokens.device), steps=steps, step_size=self.refine_step_size,
+            cost=lambda c: len(self._tile_chunk(grid(c), spatial, point)),
+        )
+        return [Candidate(grid(c.codes), c.objective, c.cost) for c in found]
+
+    def _objective(self, device: torch.device) -> Objective:
+        key = f"{self.refine_loss}@{device}"
+        if key not in self._objectives:
+            self._objectives[key] = OBJECTIVES.get(self.refine_loss, sample_rate=self.sample_rate, device=device)
+        return self._objectives[key]
+
+    def _refine_steps(self, refine_steps: int | None) -> int:
+        steps = self.refine_steps if refine_steps is None else int(refine_steps)
+        if not 0 <= steps <= MAX_REFINE_STEPS:
+            raise ValueError(f"refine_steps must be in [0, {MAX_REFINE_STEPS}], got {steps}")
+        return steps
 
     @torch.no_grad()
     def decode(self, encoded: EncodedCodes) -> Tensor:
@@ -608,18 +674,21 @@ class Codec(nn.Module):
         probe = self.quantizer.encode(torch.zeros(1, 1, self.encoder.latent_dim, device=device), **point.kwargs)
         return probe.dim() == 3
 
-    def _tile_tokens(self, pieces: Iterable[tuple[tuple[tuple[int, int], ...], Tensor]]) -> list[tuple[Tensor, tuple[int, ...], PadInfo]]:
+    def _tile_tokens(self, pieces: Iterable[tuple[tuple[tuple[int, int], ...], Tensor]],
+                     keep_targets: bool = False) -> list[TileTokens]:
         """Encoder tokens of every tile ``(spans, piece (1, C, *tile))``, in order; consecutive
-        tiles of equal size go through the encoder :attr:`batch_size` at a time (GPU throughput)."""
+        tiles of equal size go through the encoder :attr:`batch_size` at a time (GPU throughput).
+        ``keep_targets`` keeps each tile's prepared signal too (what refinement decodes toward)."""
         device = next(self.parameters(), torch.empty(0)).device
-        out: list[tuple[Tensor, tuple[int, ...], PadInfo]] = []
+        out: list[TileTokens] = []
         group: list[Tensor] = []
 
         def run() -> None:
-            tokens, spatial, info = self._tokens(torch.cat(group).to(device))
+            y, tokens, spatial, info = self._prepared_tokens(torch.cat(group).to(device))
             per = tokens.shape[0] // len(group)  # audio folds channels into the batch
             single = PadInfo(shape=(1, *info.shape[1:]), padded=info.padded)
-            out.extend((t, spatial, single) for t in tokens.split(per))
+            targets = y.split(per) if keep_targets else [None] * len(group)
+            out.extend(TileTokens(t, spatial, single, target) for t, target in zip(tokens.split(per), targets))
             group.clear()
 
         for _spans, piece in pieces:
@@ -675,6 +744,7 @@ class Codec(nn.Module):
         tile: int | None = None,
         overlap: int | None = None,
         beam_size: int | None = None,
+        refine_steps: int | None = None,
     ) -> "Compressed":
         """One signal ``(1, C, *spatial)`` -> a ``.vqc`` file and how its rate came out.
 
@@ -693,7 +763,12 @@ class Codec(nn.Module):
         duration is measured at (audio; default the model's). ``tile``/``overlap`` override the
         tiling in samples or pixels (:meth:`tile_grid`). ``beam_size`` is the residual code search
         (default :attr:`beam_size`; 1 is greedy): a larger beam finds codes closer to the encoder's
-        latents at the same rate point, at the cost of encoding time.
+        latents at the same rate point, at the cost of encoding time. ``refine_steps`` is the
+        analysis-by-synthesis refinement (default :attr:`refine_steps`; 0 is off, see
+        :mod:`codec.refine`): codes chosen by what the decoder makes of them, never worse on the
+        model's refinement objective and never larger, at the cost of a decoder pass with gradient
+        per step. The rate point is chosen on unrefined codes and only it is refined, so a target
+        that fits unrefined fits refined; the prepared signal is kept in memory meanwhile.
         """
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
@@ -704,12 +779,14 @@ class Codec(nn.Module):
         if self.modality == "audio":  # the streaming path: one chunk in flight
             step = max(1, round(self.chunk_seconds * (self.sample_rate or 1)))
             return self.compress_stream(x[0].split(step, dim=-1), x.shape[1], rate, metadata=metadata,
-                                        sample_rate=sample_rate, tile=tile, overlap=overlap, beam_size=beam_size)
+                                        sample_rate=sample_rate, tile=tile, overlap=overlap, beam_size=beam_size,
+                                        refine_steps=refine_steps)
         if not torch.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite values")
+        steps = self._refine_steps(refine_steps)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
-        tokens = self._tile_tokens(self._grid_pieces(x, grid))
-        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size)
+        tokens = self._tile_tokens(self._grid_pieces(x, grid), keep_targets=steps > 0)
+        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps)
 
     @torch.no_grad()
     def compress_stream(
@@ -723,26 +800,31 @@ class Codec(nn.Module):
         tile: int | None = None,
         overlap: int | None = None,
         beam_size: int | None = None,
+        refine_steps: int | None = None,
     ) -> "Compressed":
         """Audio as consecutive blocks ``(C, n)`` at the model's rate -> a ``.vqc`` file.
 
         Memory holds one chunk of signal and the encoder tokens (~70 MB per hour at 64 dims),
         never the whole signal. ``metadata`` is read after the blocks are exhausted, so a reader
-        may fill in what it learns on the way (e.g. the exact length of an MP3).
+        may fill in what it learns on the way (e.g. the exact length of an MP3). With refinement
+        (``refine_steps``, as in :meth:`compress_detailed`) the prepared signal is kept as well.
         """
         if self.modality != "audio":
             raise ValueError("compress_stream is for audio; images compress with compress_detailed")
         probe = TileGrid.plan((1 << 62,), *self._tile_defaults(tile, overlap), self.encoder.stride)
+        steps = self._refine_steps(refine_steps)
         total: list[int] = []
-        tokens = self._tile_tokens(self._stream_pieces(blocks, channels, probe.tile[0], probe.overlap[0], total))
+        tokens = self._tile_tokens(self._stream_pieces(blocks, channels, probe.tile[0], probe.overlap[0], total),
+                                   keep_targets=steps > 0)
         shape = (1, channels, total[0])
         grid = self.tile_grid(shape, tile, overlap)
         assert len(grid) == len(tokens), "streamed tiles must match the planned grid"
-        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size)
+        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps)
 
     def _pack(
-        self, tokens: list, grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
+        self, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
         metadata: Mapping[str, Any] | None, sample_rate: int | None, beam_size: int | None = None,
+        refine_steps: int = 0,
     ) -> "Compressed":
         """Quantize cached tokens at the requested point and write the file, stepping down while it is too big."""
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
@@ -754,9 +836,12 @@ class Codec(nn.Module):
         def fits(rate: float) -> bool:
             return target is None or rate <= target * (1 + 1e-9)
 
+        def write(p: RatePoint) -> tuple[bytes, float]:
+            data = self._write(p, tokens, grid, shape, metadata, beam_size)
+            return data, self.real_rate(len(data), shape, sample_rate)
+
         while True:
-            data = self._write(point, tokens, grid, shape, metadata, beam_size)
-            real = self.real_rate(len(data), shape, sample_rate)
+            data, real = write(point)
             if fits(real):
                 break
             lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
@@ -774,13 +859,24 @@ class Codec(nn.Module):
         if target is not None and fits(real):
             # fill the budget: more residual levels of the same codebooks only add detail
             for finer in self._refinements(point)[:MAX_REFINEMENTS]:
-                finer_data = self._write(finer, tokens, grid, shape, metadata, beam_size)
-                finer_real = self.real_rate(len(finer_data), shape, sample_rate)
+                finer_data, finer_real = write(finer)
                 if not fits(finer_real):
                     break
                 if notes:
                     notes.append(f"{finer.name} (more levels of {point.name}) fits at {finer_real:.4g} {self.rate_unit}; used it")
                 point, data, real = finer, finer_data, finer_real
+        if refine_steps > 0:
+            # The point is chosen on unrefined codes, then refined: the best candidates within the
+            # model's allowed growth, and if that file misses the target, the best that cost no
+            # more than the unrefined codes (so it fits wherever the unrefined file did).
+            found = [self._refine_candidates(tile, point, beam_size, refine_steps) for tile in tokens]
+            growths = [self.refine_max_growth] + ([0.0] if target is not None and self.refine_max_growth > 0 else [])
+            for growth in growths:
+                codes = [best_candidate(c, growth).codes for c in found]
+                data = self._write_codes(point, codes, tokens, grid, shape, metadata)
+                real = self.real_rate(len(data), shape, sample_rate)
+                if fits(real):
+                    break
         return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes)
 
     def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:
@@ -803,23 +899,22 @@ class Codec(nn.Module):
     def max_signal_elements(self) -> int:
         return MAX_AUDIO_ELEMENTS if self.modality == "audio" else MAX_IMAGE_ELEMENTS
 
-    def _write(self, point: RatePoint, tokens: list, grid: TileGrid, shape: tuple[int, ...],
+    def _write(self, point: RatePoint, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...],
                metadata: Mapping[str, Any] | None, beam_size: int | None = None) -> bytes:
-        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
-        tables = self._tables(point)
-        use = tables if all(t is not None for t in tables) else None
-        contexts = self._contexts(point) if use is not None else None
-        chunks = []
-        for tok, spatial, info in tokens:
-            codes = self._quantize(tok, spatial, info, point, beam_size).codes
-            code_grid = tuple(codes.shape[: 1 + len(spatial)])
-            chunks.append(encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use, grid=code_grid, contexts=contexts))
+        codes = [self._quantize(tok, spatial, info, point, beam_size).codes for tok, spatial, info, _ in tokens]
+        return self._write_codes(point, codes, tokens, grid, shape, metadata)
+
+    def _write_codes(self, point: RatePoint, codes: list[Tensor], tokens: list[TileTokens], grid: TileGrid,
+                     shape: tuple[int, ...], metadata: Mapping[str, Any] | None) -> bytes:
+        """The file of every tile's ``codes`` ``(B, *spatial[, levels])`` at ``point``."""
+        chunks = [self._tile_chunk(c, tile.spatial, point) for c, tile in zip(codes, tokens)]
+        use = self._tables(point)
         header: dict[str, Any] = {
             "modality": self.modality,
             "model": {"name": self.name, "sha256": self.weights_sha256()},
             "rate_point": point.name,
             "shape": list(shape),
-            "coding": "range" if use is not None else "packed",
+            "coding": "range" if all(t is not None for t in use) else "packed",
             "tiles": grid.to_header(),
         }
         if self.sample_rate is not None:
@@ -827,6 +922,15 @@ class Codec(nn.Module):
         if metadata:
             header["source"] = dict(metadata)
         return write_container(header, chunks)
+
+    def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:
+        """One tile's codes ``(B, *spatial[, levels])`` -> its entropy-coded chunk."""
+        sizes = self.quantizer.alphabet_sizes(**point.kwargs)
+        tables = self._tables(point)
+        use = tables if all(t is not None for t in tables) else None
+        contexts = self._contexts(point) if use is not None else None
+        code_grid = tuple(codes.shape[: 1 + len(spatial)])
+        return encode_tile(codes.reshape(-1, len(sizes)).cpu(), sizes, use, grid=code_grid, contexts=contexts)
 
     @property
     def name(self) -> str:
@@ -964,21 +1068,23 @@ class Codec(nn.Module):
     # -- tokens for language models -------------------------------------------------------------
     @torch.no_grad()
     def tokenize(self, x: Tensor, rate: str | RatePoint = "max", *, tile: int | None = None, overlap: int | None = None,
-                 beam_size: int | None = None) -> "Tokens":
+                 beam_size: int | None = None, refine_steps: int | None = None) -> "Tokens":
         """One signal ``(1, C, *spatial)`` -> its code indices as one sequence/grid (:class:`Tokens`).
 
         Layout of ``Tokens.codes`` (int64): audio ``(channels, levels, frames)``; images
         ``(levels, h, w)``; ``levels`` is 1 for single-codebook quantizers. Long inputs are encoded
         tile by tile as in :meth:`compress`, and the overlaps are cut at their middle, so there is
-        exactly one code per latent position. ``beam_size`` as in :meth:`compress_detailed`.
+        exactly one code per latent position. ``beam_size`` and ``refine_steps`` as in
+        :meth:`compress_detailed`.
         """
         point = self.select_rate(rate, channels=x.shape[1] if self.modality == "audio" else 1)
+        steps = self._refine_steps(refine_steps)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
         stride = self.encoder.stride
         total = [-(-n // stride) for n in x.shape[2:]]
         out: Tensor | None = None
-        for (tok, spatial, info), spans in zip(self._tile_tokens(self._grid_pieces(x, grid)), grid):
-            codes = self._quantize(tok, spatial, info, point, beam_size).codes
+        for (tok, spatial, info, target), spans in zip(self._tile_tokens(self._grid_pieces(x, grid), steps > 0), grid):
+            codes = self._quantize(tok, spatial, info, point, beam_size, steps, target).codes
             codes = codes if codes.dim() == 2 + len(spatial) else codes.unsqueeze(-1)
             if out is None:
                 out = torch.zeros(codes.shape[0], *total, codes.shape[-1], dtype=torch.int64)
@@ -1079,6 +1185,13 @@ class Codec(nn.Module):
             out["beam_size"] = int(self.beam_size)
         else:
             out.pop("beam_size", None)
+        for key, value, default in (("refine_steps", self.refine_steps, DEFAULT_REFINE_STEPS),
+                                    ("refine_step_size", self.refine_step_size, DEFAULT_REFINE_STEP_SIZE),
+                                    ("refine_max_growth", self.refine_max_growth, 0.0)):
+            if value != default:
+                out[key] = value
+            else:
+                out.pop(key, None)
         return out
 
     @torch.no_grad()
@@ -1273,6 +1386,17 @@ def _validate_config(config: Mapping[str, Any]) -> None:
     beam = config.get("beam_size", DEFAULT_BEAM_SIZE)
     if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= MAX_BEAM_SIZE:
         raise ValueError(f"model config: 'beam_size' must be an integer in [1, {MAX_BEAM_SIZE}]")
+    steps = config.get("refine_steps", DEFAULT_REFINE_STEPS)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_REFINE_STEPS:
+        raise ValueError(f"model config: 'refine_steps' must be an integer in [0, {MAX_REFINE_STEPS}]")
+    size = config.get("refine_step_size", DEFAULT_REFINE_STEP_SIZE)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 10:
+        raise ValueError("model config: 'refine_step_size' must be a number in (0, 10]")
+    growth = config.get("refine_max_growth", 0.0)
+    if isinstance(growth, bool) or not isinstance(growth, (int, float)) or not 0 <= growth <= 1:
+        raise ValueError("model config: 'refine_max_growth' must be a number in [0, 1]")
+    if "refine_loss" in config and config["refine_loss"] not in OBJECTIVES:
+        raise ValueError(f"model config: 'refine_loss' must be one of {', '.join(OBJECTIVES.names())}")
     if not isinstance(config.get("inference_only", False), bool):
         raise ValueError("model config: 'inference_only' must be true or false")
     rates = config.get("measured_rates", {})

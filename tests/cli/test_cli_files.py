@@ -149,7 +149,7 @@ def test_rates_models_and_json(model_dirs, monkeypatch, tmp_path):
     (entry,) = json.loads(out.output)
     assert [p["name"] for p in entry["points"]] == ["n1", "n2", "n3", "n4"]
     assert entry["points"][0]["nominal"] == pytest.approx(75 * 6 / 1000)
-    assert entry["beam_size"] == 1
+    assert entry["beam_size"] == 1 and entry["refine_steps"] == 0
     monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "none")
     assert "no models installed" in run("models").output
     monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
@@ -175,6 +175,21 @@ def test_tokenize_and_detokenize(model_dirs, media, tmp_path):
     assert sf.info(tmp_path / "back" / "tone.wav").channels == 2
     _assert_error(run("tokenize", media / "tone.wav", "-o", toks, "-m", model_dirs["audio"]), 1, "exists")
     _assert_error(run("detokenize", media / "tone.wav", "-o", tmp_path / "x"), 1, "not a safetensors file")
+
+
+def test_refine_option(model_dirs, media, tmp_path):
+    args = ("--rate", "n3", "-m", model_dirs["audio"])
+    out = run("compress", media / "tone.wav", "-o", tmp_path / "r.vqc", "--refine", "3", *args)
+    assert out.exit_code == 0, out.output
+    out = run("decompress", tmp_path / "r.vqc", "-o", tmp_path / "r.wav", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    out = run("compress", media / "tone.wav", "-o", tmp_path / "plain.vqc", *args)
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "r.vqc").stat().st_size <= (tmp_path / "plain.vqc").stat().st_size
+    for bad in ("-1", "1001", "many"):
+        out = run("compress", media / "tone.wav", "-o", tmp_path / "bad.vqc", "--refine", bad, *args)
+        assert out.exit_code == 2 and "--refine" in out.output
+        assert not (tmp_path / "bad.vqc").exists()
 
 
 def test_beam_search_option(model_dirs, media, tmp_path):
