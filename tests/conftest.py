@@ -3,6 +3,14 @@ import torch
 
 
 @pytest.fixture(autouse=True)
+def _grad_mode():
+    """Scripts run in-process (bundle_model, remeasure_model) switch gradients off globally."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
