@@ -31,7 +31,7 @@ EVALS: dict[str, list[str]] = {
                         "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
                            "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
-    # the encoder's analysis-by-synthesis refinement (--refine 10: about 2 s of CPU per second of
+    # the encoder's analysis-by-synthesis refinement (--refine 10: about 4 s of one CPU core per second of
     # audio), on 16 of the files, each beside the same 16 files unrefined
     "audio-v3-refined-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16",
                                 "--refine", "10", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
