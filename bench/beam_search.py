@@ -41,6 +41,18 @@ def audio_signal(folder: Path, sample_rate: int, seconds: float) -> torch.Tensor
     return torch.cat(parts, -1)[:, : int(seconds * sample_rate)][None]
 
 
+def load_signals(model, seconds: float) -> tuple[list[torch.Tensor], str]:
+    """The benchmark's inputs for ``model`` and their description: ``seconds`` of the evaluation
+    speech as one signal, or the evaluation photos (RGB)."""
+    if model.modality == "audio":
+        signal = audio_signal(ROOT / "data/eval/speech", int(model.sample_rate), seconds)
+        return [signal], f"{signal.shape[-1] / model.sample_rate:.0f} s of speech"
+    files = sorted(p for p in (ROOT / "data/eval/images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    signals = [read_image(p, alpha="drop")[0] for p in files]
+    signals = [x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1) for x in signals]
+    return signals, f"{len(signals)} photos"
+
+
 def latent_error(model, encoded: tuple, point: str, beam: int) -> float:
     """Sum over tokens of |z - z_q|^2 at ``point``; ``encoded``: the signal's ``Codec._tokens``."""
     tokens, spatial, info = encoded
@@ -62,16 +74,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     model = load_model(args.model)
-    if model.modality == "audio":
-        signals = [audio_signal(ROOT / "data/eval/speech", int(model.sample_rate), args.seconds)]
-        points = args.points or "k1024-n2,k1024-n4,k1024-n8,k1024-n16"
-        units = f"{signals[0].shape[-1] / model.sample_rate:.0f} s of speech"
-    else:
-        files = sorted(p for p in (ROOT / "data/eval/images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        signals = [read_image(p, alpha="drop")[0] for p in files]
-        signals = [x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1) for x in signals]
-        points = args.points or "k256-n2,k256-n3,k256-n4"
-        units = f"{len(signals)} photos"
+    signals, units = load_signals(model, args.seconds)
+    default = "k1024-n2,k1024-n4,k1024-n8,k1024-n16" if model.modality == "audio" else "k256-n2,k256-n3,k256-n4"
+    points = args.points or default
     encoded = [model._tokens(x) for x in signals]  # one encoder pass per signal serves every beam
     rows = []
     for point in points.split(","):

@@ -26,10 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import audio_signal  # noqa: E402
+from beam_search import load_signals  # noqa: E402
 
 from codec.hub import load_model  # noqa: E402
-from codec.io import IMAGE_SUFFIXES, read_image  # noqa: E402
 
 
 def objective(model, x: torch.Tensor, data: bytes) -> float:
@@ -53,16 +52,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     model = load_model(args.model)
-    if model.modality == "audio":
-        signals = [audio_signal(ROOT / "data/eval/speech", int(model.sample_rate), args.seconds)]
-        points = args.points or "k1024-n2,k1024-n4,k1024-n8"
-        units = f"{signals[0].shape[-1] / model.sample_rate:.0f} s of speech"
-    else:
-        files = sorted(p for p in (ROOT / "data/eval/images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        signals = [read_image(p, alpha="drop")[0] for p in files]
-        signals = [x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1) for x in signals]
-        points = args.points or "k256-n1,k256-n2,k256-n3"
-        units = f"{len(signals)} photos"
+    signals, units = load_signals(model, args.seconds)
+    points = args.points or ("k1024-n2,k1024-n4,k1024-n8" if model.modality == "audio" else "k256-n1,k256-n2,k256-n3")
     rows = []
     for point in points.split(","):
         base = None

@@ -53,6 +53,7 @@ MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filli
 DEFAULT_BEAM_SIZE = 1  # residual code search of compress/encode/tokenize (Codec.beam_size)
 DEFAULT_REFINE_STEPS = 0  # analysis-by-synthesis steps of compress/tokenize (Codec.refine_steps)
 DEFAULT_REFINE_STEP_SIZE = 0.05  # relative to the latent's RMS (Codec.refine_step_size)
+DEFAULT_REFINE_MAX_GROWTH = 0.0  # coded size a refined tile may add (Codec.refine_max_growth)
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # besides the model's own dtype
 MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24 kHz stereo)
 MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
@@ -255,7 +256,7 @@ class Codec(nn.Module):
     #: and objective. Encoder-side choices too; refinement needs gradients through the decoder.
     refine_steps: int = DEFAULT_REFINE_STEPS
     refine_step_size: float = DEFAULT_REFINE_STEP_SIZE
-    refine_max_growth: float = 0.0  # coded size a refined tile may add, relative to the unrefined tile
+    refine_max_growth: float = DEFAULT_REFINE_MAX_GROWTH  # relative to the unrefined tile
 
     def __init__(
         self,
@@ -284,7 +285,7 @@ class Codec(nn.Module):
         # and its analysis-by-synthesis refinement (config "refine_steps", "refine_step_size", "refine_loss")
         self.refine_steps = int((config or {}).get("refine_steps", DEFAULT_REFINE_STEPS))
         self.refine_step_size = float((config or {}).get("refine_step_size", DEFAULT_REFINE_STEP_SIZE))
-        self.refine_max_growth = float((config or {}).get("refine_max_growth", 0.0))
+        self.refine_max_growth = float((config or {}).get("refine_max_growth", DEFAULT_REFINE_MAX_GROWTH))
         self.refine_loss = str((config or {}).get("refine_loss", "mel" if encoder.modality == "audio" else "l2"))
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
@@ -469,7 +470,16 @@ class Codec(nn.Module):
         """Codes ``(B, *spatial[, levels])`` -> the quantized latent ``(B, D, *spatial)`` the decoder reads."""
         b = codes.shape[0]
         z_q = self.quantizer.decode(codes.reshape(b, math.prod(spatial), *codes.shape[1 + len(spatial) :]), **point.kwargs)
-        return z_q.transpose(1, 2).reshape(b, self.encoder.latent_dim, *spatial)
+        return self._latent_grid(z_q, spatial)
+
+    def _latent_grid(self, z_q: Tensor, spatial: tuple[int, ...]) -> Tensor:
+        """Quantized tokens ``(B, N, D)`` -> the latent ``(B, D, *spatial)`` the decoder reads."""
+        return z_q.transpose(1, 2).reshape(z_q.shape[0], self.encoder.latent_dim, *spatial)
+
+    def _search(self, beam_size: int | None) -> dict[str, int]:
+        """The quantizer's encode options for ``beam_size`` (default :attr:`beam_size`)."""
+        beam = self.beam_size if beam_size is None else beam_size
+        return {"beam_size": beam} if self.quantizer.beam_search else {}
 
     def _quantize(self, tokens: Tensor, spatial: tuple[int, ...], info: PadInfo, point: RatePoint,
                   beam_size: int | None = None, refine_steps: int = 0, target: Tensor | None = None) -> EncodedCodes:
@@ -479,9 +489,7 @@ class Codec(nn.Module):
             found = self._refine_candidates(TileTokens(tokens, spatial, info, target), point, beam_size, refine_steps)
             codes = best_candidate(found, self.refine_max_growth).codes
         else:
-            beam = self.beam_size if beam_size is None else beam_size
-            search = {"beam_size": beam} if self.quantizer.beam_search else {}
-            codes = self.quantizer.encode(tokens, **point.kwargs, **search)
+            codes = self.quantizer.encode(tokens, **point.kwargs, **self._search(beam_size))
             codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
         return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
 
@@ -490,17 +498,15 @@ class Codec(nn.Module):
         codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes."""
         tokens, spatial, _info, target = tile
         assert target is not None, "refinement needs the tile's prepared signal"
-        beam = self.beam_size if beam_size is None else beam_size
-        search = {"beam_size": beam} if self.quantizer.beam_search else {}
-        b, d = tokens.shape[0], self.encoder.latent_dim
+        search = self._search(beam_size)
 
         def grid(c: Tensor) -> Tensor:
-            return c.reshape(b, *spatial, *c.shape[2:])
+            return c.reshape(tokens.shape[0], *spatial, *c.shape[2:])
 
         found = refine_candidates(
             tokens, target, quantize=lambda z: self.quantizer.encode(z, **point.kwargs, **search),
             dequantize=lambda c: self.quantizer.decode(c, **point.kwargs),
-            synthesize=lambda z_q: self.decoder(z_q.transpose(1, 2).reshape(b, d, *spatial)),
+            synthesize=lambda z_q: self.decoder(self._latent_grid(z_q, spatial)),
             objective=self._objective(tokens.device), steps=steps, step_size=self.refine_step_size,
             cost=lambda c: len(self._tile_chunk(grid(c), spatial, point)),
         )
@@ -1187,7 +1193,7 @@ class Codec(nn.Module):
             out.pop("beam_size", None)
         for key, value, default in (("refine_steps", self.refine_steps, DEFAULT_REFINE_STEPS),
                                     ("refine_step_size", self.refine_step_size, DEFAULT_REFINE_STEP_SIZE),
-                                    ("refine_max_growth", self.refine_max_growth, 0.0)):
+                                    ("refine_max_growth", self.refine_max_growth, DEFAULT_REFINE_MAX_GROWTH)):
             if value != default:
                 out[key] = value
             else:
@@ -1392,7 +1398,7 @@ def _validate_config(config: Mapping[str, Any]) -> None:
     size = config.get("refine_step_size", DEFAULT_REFINE_STEP_SIZE)
     if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 10:
         raise ValueError("model config: 'refine_step_size' must be a number in (0, 10]")
-    growth = config.get("refine_max_growth", 0.0)
+    growth = config.get("refine_max_growth", DEFAULT_REFINE_MAX_GROWTH)
     if isinstance(growth, bool) or not isinstance(growth, (int, float)) or not 0 <= growth <= 1:
         raise ValueError("model config: 'refine_max_growth' must be a number in [0, 1]")
     if "refine_loss" in config and config["refine_loss"] not in OBJECTIVES:

@@ -29,7 +29,7 @@ recipe trains with).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -144,21 +144,7 @@ def best_candidate(candidates: list[Candidate], max_growth: float = 0.0) -> Cand
     return min([first, *allowed], key=lambda c: c.objective)
 
 
-def refine_codes(
-    tokens: Tensor,
-    target: Tensor,
-    *,
-    quantize: Callable[[Tensor], Tensor],
-    dequantize: Callable[[Tensor], Tensor],
-    synthesize: Callable[[Tensor], Tensor],
-    objective: Objective,
-    steps: int,
-    step_size: float,
-    cost: Callable[[Tensor], float] | None = None,
-    max_growth: float = 0.0,
-) -> Tensor:
-    """The codes of the best candidate (:func:`refine_candidates`, :func:`best_candidate`):
-    with a ``cost``, none costlier than ``1 + max_growth`` times the unrefined codes."""
-    candidates = refine_candidates(tokens, target, quantize=quantize, dequantize=dequantize, synthesize=synthesize,
-                                   objective=objective, steps=steps, step_size=step_size, cost=cost)
-    return best_candidate(candidates, max_growth).codes
+def refine_codes(tokens: Tensor, target: Tensor, *, max_growth: float = 0.0, **search: Any) -> Tensor:
+    """The codes of the best candidate: :func:`refine_candidates` with ``search`` (its keyword
+    arguments), then :func:`best_candidate` with ``max_growth``."""
+    return best_candidate(refine_candidates(tokens, target, **search), max_growth).codes
