@@ -81,6 +81,7 @@ DEVICE = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."
 FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output files.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
+ENVELOPE = typer.Option(None, "--envelope/--no-envelope", help="Audio: band-energy side information (each band's energy per ~0.1 s restored by the decoder; default the model's, see vqcodec rates). Its bytes count toward --rate.")
 REFINE = typer.Option(None, "--refine", min=0, max=1000, help="Analysis-by-synthesis: gradient steps that choose codes by what the decoder makes of them (0 off; default the model's). Never worse on the model's objective and never larger per tile; about one decoder pass with gradient per step and rate point tried. Files decode with any build.")
 BEAM = typer.Option(None, "--beam", min=1, max=64, help="Residual code search: code prefixes kept per level (1 greedy; default the model's). Larger: codes closer to the encoder's output at the same rate point, slower encoding; files decode with any build.")
 DEBUG = typer.Option(False, help="Show tracebacks instead of one-line errors.")
@@ -179,6 +180,7 @@ def compress(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Chunks/tiles of equal size encoded per network pass; default 8 on CUDA (throughput), 1 on CPU (memory)."),
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
+    envelope: Optional[bool] = ENVELOPE,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -217,7 +219,8 @@ def compress(
         data = _read_stdin() if item.input == "-" else None
         report, blob = compress_file(item.input, item.output, rate=rate, model=m, data=data, modality=kind,
                                      alpha=alpha.value, device=dev, force=force, tile=tile_arg,
-                                     progress=tick, beam_size=beam, refine_steps=refine)
+                                     progress=tick, beam_size=beam, refine_steps=refine,
+                                     envelope=envelope if m is None or m.modality == "audio" else None)
         if item.output == "-":
             _write_stdout(blob)
         for note in report.notes:
@@ -345,7 +348,7 @@ def info(
                 ("real rate", f"{r['real_rate']:.4g} {r['unit']} ({r['bytes']:,} bytes, header included)"),
                 ("signal", f"shape {r.get('shape')}" + (f", {r['duration_s']:.3f} s at {r.get('sample_rate')} Hz" if "duration_s" in r else "")),
                 ("tiles", f"{r.get('tiles', {}).get('size')} overlap {r.get('tiles', {}).get('overlap')}"),
-                ("coding", r.get("coding")),
+                ("coding", str(r.get("coding")) + (f", band energies ({r['envelope']})" if r.get("envelope") else "")),
                 ("source", json.dumps(r.get("source", {}))),
             ]
             for k, v in rows:
@@ -399,7 +402,9 @@ def rates(
             for p in m.rate_points()
         ]
         out.append({"model": m.name or str(name), "modality": m.modality, "sha256": m.weights_sha256(),
-                    "beam_size": m.beam_size, "refine_steps": m.refine_steps, "points": points})
+                    "beam_size": m.beam_size, "refine_steps": m.refine_steps, "points": points,
+                    "envelope": None if m.envelope is None else {"name": m.envelope.name, "kbps": m.envelope_kbps,
+                                                                 "default": m.envelope_default}})
     if as_json:
         console.print_json(json.dumps(out))
         return
@@ -413,6 +418,11 @@ def rates(
             measured = f"{p['measured']:.4g} {p['unit']}" if p["measured"] is not None else "-"
             table.add_row(p["name"], f"{p['bits_per_token']:.2f}", f"{p['nominal']:.4g} {p['unit']}", measured)
         console.print(table)
+        if entry["envelope"]:
+            env = entry["envelope"]
+            console.print(f"band energies ({env['name']}): +{env['kbps']:.3g} kbps measured, "
+                          f"{'on' if env['default'] else 'off'} by default (--envelope/--no-envelope); "
+                          "a rate target counts them", style="dim")
         if entry["modality"] == "audio":
             console.print("audio rates are per channel; a target for a stereo file counts both channels", style="dim")
 
@@ -561,6 +571,7 @@ def evaluate(
     device: Device = DEVICE,
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
+    envelope: Optional[bool] = ENVELOPE,
     debug: bool = DEBUG,
 ) -> None:
     """Rate-distortion of a model on a folder, against JPEG/WebP/AVIF or Opus/Codec2, at real file sizes."""
@@ -594,7 +605,7 @@ def evaluate(
     run = evaluate_images if kind == "image" else evaluate_audio
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        extra = {"min_seconds": min_seconds, "sample_rate": sample_rate} if kind == "audio" else {}
+        extra = {"min_seconds": min_seconds, "sample_rate": sample_rate, "envelope": envelope} if kind == "audio" else {}
         extra["beam_size"] = beam
         extra["refine_steps"] = refine
         if (min_seconds or sample_rate) and kind != "audio":
@@ -605,6 +616,8 @@ def evaluate(
     searched = beam if beam is not None else m.beam_size
     steps = refine if refine is not None else m.refine_steps
     search = [f"beam {searched}"] * (searched > 1) + [f"refined {steps} steps"] * (steps > 0)
+    if kind == "audio" and m.envelope is not None:
+        search.append("band energies" if (envelope if envelope is not None else m.envelope_default) else "no band energies")
     title = f"{m.name or model}" + (f" ({', '.join(search)})" if search else "") + f" on {folder.name}"
     paths = write_report(rows, output, unit, title)
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)

@@ -98,6 +98,7 @@ def compress_signal(
     overlap: int | None = None,
     beam_size: int | None = None,
     refine_steps: int | None = None,
+    envelope: bool | None = None,
 ) -> Compressed:
     """A signal -> a ``.vqc`` file.
 
@@ -106,7 +107,9 @@ def compress_signal(
     restoring the original format (the file helpers fill it from the input file). ``beam_size``
     is the residual code search (default the model's :attr:`~codec.model.Codec.beam_size`),
     ``refine_steps`` its analysis-by-synthesis refinement (default the model's
-    :attr:`~codec.model.Codec.refine_steps`; :mod:`codec.refine`).
+    :attr:`~codec.model.Codec.refine_steps`; :mod:`codec.refine`). ``envelope``: audio band-energy
+    side information (default the model's :attr:`~codec.model.Codec.envelope_default`;
+    :mod:`codec.envelope`); images have none (``True`` raises).
     """
     modality = modality or (model.modality if isinstance(model, Codec) else ("audio" if sample_rate else "image"))
     codec = _model(model, modality, device)
@@ -121,7 +124,9 @@ def compress_signal(
         source = {**(source or {}), "sample_rate": int(sample_rate), "channels": int(wav.shape[0]), "frames": int(wav.shape[-1])}
         step = max(1, int(sample_rate) * 10)
         return compress_blocks(wav.split(step, dim=-1), source, rate=rate, model=codec, tile=tile, overlap=overlap,
-                               beam_size=beam_size, refine_steps=refine_steps)
+                               beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
+    if envelope:
+        raise InputError(f"band-energy side information is for audio; the image model {codec.name or ''} has none".replace("  ", " "))
     img = x if x.dim() == 4 else x[None]
     source = {"mode": "L" if img.shape[1] == 1 else "RGB", "bit_depth": 8, **(source or {})}
     img = to_model_channels(img.float(), int(getattr(codec.encoder, "in_channels", img.shape[1])))
@@ -140,6 +145,7 @@ def compress_blocks(
     overlap: int | None = None,
     beam_size: int | None = None,
     refine_steps: int | None = None,
+    envelope: bool | None = None,
 ) -> Compressed:
     """Audio arriving as blocks ``(C, n)`` at ``source["sample_rate"]`` -> a ``.vqc`` file.
 
@@ -163,7 +169,7 @@ def compress_blocks(
             yield y
 
     return codec.compress_stream(resampled(), channels, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size,
-                                 refine_steps=refine_steps)
+                                 refine_steps=refine_steps, envelope=envelope)
 
 
 def read_vqc_header(data: bytes) -> dict[str, Any]:
@@ -279,13 +285,14 @@ def compress_file(
     progress: Callable[[float], None] | None = None,
     beam_size: int | None = None,
     refine_steps: int | None = None,
+    envelope: bool | None = None,
 ) -> tuple[FileReport, bytes]:
     """Compress one media file (or its bytes in ``data``) to ``output`` (``"-"``: not written).
 
     Returns the report and the file's bytes. Raises :class:`~codec.io.InputError` for bad input,
     ``FileExistsError`` when ``output`` exists and ``force`` is false. ``progress`` is called with
-    the fraction of the input read so far (audio is read and encoded chunk by chunk). ``beam_size``
-    and ``refine_steps`` as in :func:`compress_signal`.
+    the fraction of the input read so far (audio is read and encoded chunk by chunk). ``beam_size``,
+    ``refine_steps`` and ``envelope`` as in :func:`compress_signal`.
     """
     t0 = time.perf_counter()
     name = str(input)
@@ -301,12 +308,12 @@ def compress_file(
         if progress is not None:
             blocks = _counted(blocks, meta["frames"], progress)
         out = compress_blocks(blocks, meta, rate=rate, model=model, device=device, tile=tile, overlap=overlap,
-                              beam_size=beam_size, refine_steps=refine_steps)
+                              beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
         units = {"duration_s": meta["frames"] / meta["sample_rate"]}
     else:
         img, meta = read_image(src, alpha=alpha)
         out = compress_signal(img, rate=rate, model=model, modality="image", source=meta, device=device, tile=tile,
-                              overlap=overlap, beam_size=beam_size, refine_steps=refine_steps)
+                              overlap=overlap, beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
         units = {"pixels": int(img.shape[-1] * img.shape[-2])}
     if output != "-":
         write_bytes(output, out.data, force=force)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
+from codec.envelope import BandEnergy, build_envelope
 from codec.entropy import ColumnContexts, ContextTable, FrequencyTable, decode_tile, encode_tile, fit_column_contexts, min_tile_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
@@ -162,16 +163,20 @@ class EncodedCodes:
     point: RatePoint
     shape: tuple[int, ...]
     padded: tuple[int, ...] = field(default=())
+    #: band-energy steps ``(B, bands, blocks)`` the decoder applies (:mod:`codec.envelope`), if any
+    envelope: Tensor | None = None
 
 
 class TileTokens(NamedTuple):
     """One tile's encoder tokens ``(B, N, D)``, latent grid, padding record and, when refinement
-    needs it, the prepared signal the decoder should reproduce."""
+    needs it, the prepared signal the decoder should reproduce; with side information, the
+    prepared signal's band energies (:meth:`codec.envelope.BandEnergy.energies`)."""
 
     tokens: Tensor
     spatial: tuple[int, ...]
     info: PadInfo
     target: Tensor | None = None
+    energy: Tensor | None = None
 
 
 @dataclass
@@ -224,6 +229,8 @@ class ParsedFile:
     tables: list[FrequencyTable] | None
     level_axis: bool
     contexts: list[ColumnContexts | None] | None = None
+    #: one band-energy chunk per tile when the file carries them (:mod:`codec.envelope`)
+    envelope_chunks: list[bytes] | None = None
 
 
 def _ints(values: list[Any]) -> bool:
@@ -287,6 +294,11 @@ class Codec(nn.Module):
         self.refine_step_size = float((config or {}).get("refine_step_size", DEFAULT_REFINE_STEP_SIZE))
         self.refine_max_growth = float((config or {}).get("refine_max_growth", DEFAULT_REFINE_MAX_GROWTH))
         self.refine_loss = str((config or {}).get("refine_loss", "mel" if encoder.modality == "audio" else "l2"))
+        # band-energy side information (config "envelope"): its measured cost and whether files use it by default
+        entry = (config or {}).get("envelope")
+        self.envelope: BandEnergy | None = build_envelope(entry, self.sample_rate)
+        self.envelope_kbps = float(entry.get("measured_kbps", 0.0)) if self.envelope is not None else 0.0
+        self.envelope_default = bool(entry.get("default", True)) if self.envelope is not None else False
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
@@ -327,7 +339,7 @@ class Codec(nn.Module):
             )
         return sorted(points, key=lambda p: (p.rate, p.nominal))
 
-    def select_rate(self, request: str | RatePoint, channels: int = 1) -> RatePoint:
+    def select_rate(self, request: str | RatePoint, channels: int = 1, side_rate: float = 0.0) -> RatePoint:
         """Resolve a rate request to the best point that fits it.
 
         ``request`` is a point name, ``"max"``, ``"min"``, or ``<number><unit>`` with unit bps, kbps
@@ -336,7 +348,8 @@ class Codec(nn.Module):
         it lists them and one fits.
         A unit of the other modality, or a request below the lowest point, raises
         :class:`RateError` listing the available rates. Audio rates are per channel; with
-        ``channels`` > 1 a target in kbps is for all channels together.
+        ``channels`` > 1 a target in kbps is for all channels together. ``side_rate`` (per channel,
+        in the model's unit) is what side information adds to every point's measured rate.
         """
         points = self.rate_points()
         if isinstance(request, RatePoint):
@@ -359,7 +372,7 @@ class Codec(nn.Module):
                 f"{text!r} is a rate in {unit}, but this is an {self.modality} codec (rates in "
                 f"{self.rate_unit}). Available: {available}"
             )
-        fitting = [p for p in points if p.rate * channels <= value * (1 + 1e-9)]
+        fitting = [p for p in points if (p.rate + side_rate) * channels <= value * (1 + 1e-9)]
         if not fitting:
             raise RateError(f"{text} is below the lowest rate of this codec. Available: {available}")
         preferred = [p for p in fitting if p.name in self.target_points]
@@ -496,7 +509,7 @@ class Codec(nn.Module):
     def _refine_candidates(self, tile: TileTokens, point: RatePoint, beam_size: int | None, steps: int) -> list[Candidate]:
         """Analysis-by-synthesis candidates of one tile (:func:`codec.refine.refine_candidates`):
         codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes."""
-        tokens, spatial, _info, target = tile
+        tokens, spatial, target = tile.tokens, tile.spatial, tile.target
         assert target is not None, "refinement needs the tile's prepared signal"
         search = self._search(beam_size)
 
@@ -534,6 +547,10 @@ class Codec(nn.Module):
         if spatial != expected:
             raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
         recon = self.decoder(self._quantized_latent(codes, spatial, point))
+        if encoded.envelope is not None:
+            if self.envelope is None:
+                raise ValueError("these codes carry band energies, but this model has no envelope")
+            recon = self.envelope.apply(recon, encoded.envelope)
         return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
 
     # -- files ------------------------------------------------------------------------------------
@@ -681,10 +698,11 @@ class Codec(nn.Module):
         return probe.dim() == 3
 
     def _tile_tokens(self, pieces: Iterable[tuple[tuple[tuple[int, int], ...], Tensor]],
-                     keep_targets: bool = False) -> list[TileTokens]:
+                     keep_targets: bool = False, keep_energy: bool = False) -> list[TileTokens]:
         """Encoder tokens of every tile ``(spans, piece (1, C, *tile))``, in order; consecutive
         tiles of equal size go through the encoder :attr:`batch_size` at a time (GPU throughput).
-        ``keep_targets`` keeps each tile's prepared signal too (what refinement decodes toward)."""
+        ``keep_targets`` keeps each tile's prepared signal too (what refinement decodes toward),
+        ``keep_energy`` its band energies (what the envelope restores; a few numbers a second)."""
         device = next(self.parameters(), torch.empty(0)).device
         out: list[TileTokens] = []
         group: list[Tensor] = []
@@ -694,7 +712,9 @@ class Codec(nn.Module):
             per = tokens.shape[0] // len(group)  # audio folds channels into the batch
             single = PadInfo(shape=(1, *info.shape[1:]), padded=info.padded)
             targets = y.split(per) if keep_targets else [None] * len(group)
-            out.extend(TileTokens(t, spatial, single, target) for t, target in zip(tokens.split(per), targets))
+            energies = self.envelope.energies(y).split(per) if keep_energy and self.envelope is not None else [None] * len(group)
+            out.extend(TileTokens(t, spatial, single, target, energy)
+                       for t, target, energy in zip(tokens.split(per), targets, energies))
             group.clear()
 
         for _spans, piece in pieces:
@@ -751,6 +771,7 @@ class Codec(nn.Module):
         overlap: int | None = None,
         beam_size: int | None = None,
         refine_steps: int | None = None,
+        envelope: bool | None = None,
     ) -> "Compressed":
         """One signal ``(1, C, *spatial)`` -> a ``.vqc`` file and how its rate came out.
 
@@ -775,6 +796,9 @@ class Codec(nn.Module):
         model's refinement objective and never larger, at the cost of a decoder pass with gradient
         per step. The rate point is chosen on unrefined codes and only it is refined, so a target
         that fits unrefined fits refined; the prepared signal is kept in memory meanwhile.
+        ``envelope`` writes band-energy side information (audio models with an envelope; default
+        :attr:`envelope_default`; :mod:`codec.envelope`): the decoder restores each band's energy
+        per ~0.1 s block, and the rate target counts its bytes.
         """
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
@@ -786,13 +810,14 @@ class Codec(nn.Module):
             step = max(1, round(self.chunk_seconds * (self.sample_rate or 1)))
             return self.compress_stream(x[0].split(step, dim=-1), x.shape[1], rate, metadata=metadata,
                                         sample_rate=sample_rate, tile=tile, overlap=overlap, beam_size=beam_size,
-                                        refine_steps=refine_steps)
+                                        refine_steps=refine_steps, envelope=envelope)
         if not torch.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite values")
         steps = self._refine_steps(refine_steps)
+        side = self._use_envelope(envelope)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
-        tokens = self._tile_tokens(self._grid_pieces(x, grid), keep_targets=steps > 0)
-        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps)
+        tokens = self._tile_tokens(self._grid_pieces(x, grid), keep_targets=steps > 0, keep_energy=side)
+        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps, side)
 
     @torch.no_grad()
     def compress_stream(
@@ -807,34 +832,37 @@ class Codec(nn.Module):
         overlap: int | None = None,
         beam_size: int | None = None,
         refine_steps: int | None = None,
+        envelope: bool | None = None,
     ) -> "Compressed":
         """Audio as consecutive blocks ``(C, n)`` at the model's rate -> a ``.vqc`` file.
 
         Memory holds one chunk of signal and the encoder tokens (~70 MB per hour at 64 dims),
         never the whole signal. ``metadata`` is read after the blocks are exhausted, so a reader
         may fill in what it learns on the way (e.g. the exact length of an MP3). With refinement
-        (``refine_steps``, as in :meth:`compress_detailed`) the prepared signal is kept as well.
+        (``refine_steps``, as in :meth:`compress_detailed`) the prepared signal is kept as well;
+        ``envelope`` as in :meth:`compress_detailed`.
         """
         if self.modality != "audio":
             raise ValueError("compress_stream is for audio; images compress with compress_detailed")
         probe = TileGrid.plan((1 << 62,), *self._tile_defaults(tile, overlap), self.encoder.stride)
         steps = self._refine_steps(refine_steps)
+        side = self._use_envelope(envelope)
         total: list[int] = []
         tokens = self._tile_tokens(self._stream_pieces(blocks, channels, probe.tile[0], probe.overlap[0], total),
-                                   keep_targets=steps > 0)
+                                   keep_targets=steps > 0, keep_energy=side)
         shape = (1, channels, total[0])
         grid = self.tile_grid(shape, tile, overlap)
         assert len(grid) == len(tokens), "streamed tiles must match the planned grid"
-        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps)
+        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps, side)
 
     def _pack(
         self, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
         metadata: Mapping[str, Any] | None, sample_rate: int | None, beam_size: int | None = None,
-        refine_steps: int = 0,
+        refine_steps: int = 0, envelope: bool = False,
     ) -> "Compressed":
         """Quantize cached tokens at the requested point and write the file, stepping down while it is too big."""
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
-        point = self.select_rate(request, channels=channels)
+        point = self.select_rate(request, channels=channels, side_rate=self.envelope_kbps if envelope else 0.0)
         target = self._target(request)
         ladder = self._ladder(point)
         notes: list[str] = []
@@ -843,7 +871,7 @@ class Codec(nn.Module):
             return target is None or rate <= target * (1 + 1e-9)
 
         def write(p: RatePoint) -> tuple[bytes, float]:
-            data = self._write(p, tokens, grid, shape, metadata, beam_size)
+            data = self._write(p, tokens, grid, shape, metadata, beam_size, envelope)
             return data, self.real_rate(len(data), shape, sample_rate)
 
         while True:
@@ -879,7 +907,7 @@ class Codec(nn.Module):
             growths = [self.refine_max_growth] + ([0.0] if target is not None and self.refine_max_growth > 0 else [])
             for growth in growths:
                 codes = [best_candidate(c, growth).codes for c in found]
-                data = self._write_codes(point, codes, tokens, grid, shape, metadata)
+                data = self._write_codes(point, codes, tokens, grid, shape, metadata, envelope)
                 real = self.real_rate(len(data), shape, sample_rate)
                 if fits(real):
                     break
@@ -906,14 +934,19 @@ class Codec(nn.Module):
         return MAX_AUDIO_ELEMENTS if self.modality == "audio" else MAX_IMAGE_ELEMENTS
 
     def _write(self, point: RatePoint, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...],
-               metadata: Mapping[str, Any] | None, beam_size: int | None = None) -> bytes:
-        codes = [self._quantize(tok, spatial, info, point, beam_size).codes for tok, spatial, info, _ in tokens]
-        return self._write_codes(point, codes, tokens, grid, shape, metadata)
+               metadata: Mapping[str, Any] | None, beam_size: int | None = None, envelope: bool = False) -> bytes:
+        codes = [self._quantize(tile.tokens, tile.spatial, tile.info, point, beam_size).codes for tile in tokens]
+        return self._write_codes(point, codes, tokens, grid, shape, metadata, envelope)
 
     def _write_codes(self, point: RatePoint, codes: list[Tensor], tokens: list[TileTokens], grid: TileGrid,
-                     shape: tuple[int, ...], metadata: Mapping[str, Any] | None) -> bytes:
-        """The file of every tile's ``codes`` ``(B, *spatial[, levels])`` at ``point``."""
-        chunks = [self._tile_chunk(c, tile.spatial, point) for c, tile in zip(codes, tokens)]
+                     shape: tuple[int, ...], metadata: Mapping[str, Any] | None, envelope: bool = False) -> bytes:
+        """The file of every tile's ``codes`` ``(B, *spatial[, levels])`` at ``point``; with
+        ``envelope``, each tile's chunk is followed by its band-energy chunk."""
+        chunks = []
+        for c, tile in zip(codes, tokens):
+            chunks.append(self._tile_chunk(c, tile.spatial, point))
+            if envelope:
+                chunks.append(self._envelope_chunk(c, tile, point))
         use = self._tables(point)
         header: dict[str, Any] = {
             "modality": self.modality,
@@ -923,11 +956,27 @@ class Codec(nn.Module):
             "coding": "range" if all(t is not None for t in use) else "packed",
             "tiles": grid.to_header(),
         }
+        if envelope:
+            assert self.envelope is not None
+            header["envelope"] = self.envelope.name
         if self.sample_rate is not None:
             header["sample_rate"] = int(self.sample_rate)
         if metadata:
             header["source"] = dict(metadata)
         return write_container(header, chunks)
+
+    def _use_envelope(self, envelope: bool | None) -> bool:
+        if envelope is None:
+            return self.envelope_default
+        if envelope and self.envelope is None:
+            raise ValueError(f"{self.name or 'this model'} has no band-energy envelope")
+        return bool(envelope)
+
+    def _envelope_chunk(self, codes: Tensor, tile: TileTokens, point: RatePoint) -> bytes:
+        """The band-energy chunk of one tile: its codes decoded, compared with the input's energies."""
+        assert self.envelope is not None and tile.energy is not None, "the envelope needs the tile's band energies"
+        decoded = self.decoder(self._quantized_latent(codes, tile.spatial, point))
+        return self.envelope.encode(self.envelope.analyse(tile.energy, decoded))
 
     def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:
         """One tile's codes ``(B, *spatial[, levels])`` -> its entropy-coded chunk."""
@@ -975,9 +1024,16 @@ class Codec(nn.Module):
             grid = TileGrid(tuple(shape[2:]), tuple(size), tuple(overlap))
         except ValueError as err:
             raise BitstreamError(str(err)) from None
+        envelope = header.get("envelope")
+        if envelope is not None and (self.envelope is None or envelope != self.envelope.name):
+            raise BitstreamError(f"the file carries side information {envelope!r} that this model does not define")
+        per_tile = 1 if envelope is None else 2
         counts = [len(grid.starts(a)) for a in range(n_sp)]
-        if math.prod(counts) != len(chunks):  # also bounds the tile loop by the file's own size
-            raise BitstreamError(f"{len(chunks)} payload chunks for {math.prod(counts)} tiles")
+        if math.prod(counts) * per_tile != len(chunks):  # also bounds the tile loop by the file's own size
+            raise BitstreamError(f"{len(chunks)} payload chunks for {math.prod(counts)} tiles"
+                                 + (" with band energies" if envelope is not None else ""))
+        envelope_chunks = chunks[1::2] if envelope is not None else None
+        chunks = chunks[::per_tile]
         tables = self._tables(point)
         coding = "range" if all(t is not None for t in tables) else "packed"
         if header["coding"] != coding:
@@ -1002,7 +1058,7 @@ class Codec(nn.Module):
             raise BitstreamError("header field 'source' must be an object")
         return ParsedFile(header=header, point=point, shape=tuple(shape), grid=grid, chunks=chunks,
                           tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point),
-                          contexts=contexts)
+                          contexts=contexts, envelope_chunks=envelope_chunks)
 
     def _tile_geometry(self, channels: int, spans: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Signal shape ``(1, C, *tile)`` of a tile and its size padded to the stride."""
@@ -1028,7 +1084,14 @@ class Codec(nn.Module):
             raise BitstreamError(f"payload of tile {index}: {err}") from None
         codes = torch.from_numpy(flat).reshape(*grid_shape, *([len(sizes)] if parsed.level_axis else []))
         device = next(self.parameters(), torch.empty(0)).device
-        enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded)
+        steps = None
+        if parsed.envelope_chunks is not None:
+            assert self.envelope is not None
+            try:
+                steps = self.envelope.decode(parsed.envelope_chunks[index], grid_shape[0], padded[0]).to(device)
+            except ValueError as err:
+                raise BitstreamError(f"band energies of tile {index}: {err}") from None
+        enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded, envelope=steps)
         return self.decode(enc).float().cpu()
 
     @torch.no_grad()
@@ -1089,7 +1152,7 @@ class Codec(nn.Module):
         stride = self.encoder.stride
         total = [-(-n // stride) for n in x.shape[2:]]
         out: Tensor | None = None
-        for (tok, spatial, info, target), spans in zip(self._tile_tokens(self._grid_pieces(x, grid), steps > 0), grid):
+        for (tok, spatial, info, target, _), spans in zip(self._tile_tokens(self._grid_pieces(x, grid), steps > 0), grid):
             codes = self._quantize(tok, spatial, info, point, beam_size, steps, target).codes
             codes = codes if codes.dim() == 2 + len(spatial) else codes.unsqueeze(-1)
             if out is None:
@@ -1398,6 +1461,13 @@ def _validate_config(config: Mapping[str, Any]) -> None:
     size = config.get("refine_step_size", DEFAULT_REFINE_STEP_SIZE)
     if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 10:
         raise ValueError("model config: 'refine_step_size' must be a number in (0, 10]")
+    envelope = config.get("envelope")
+    if envelope is not None:
+        if not isinstance(envelope, Mapping) or not isinstance(envelope.get("default", True), bool):
+            raise ValueError("model config: 'envelope' must be an object whose 'default' is a boolean")
+        kbps = envelope.get("measured_kbps", 0.0)
+        if isinstance(kbps, bool) or not isinstance(kbps, (int, float)) or not 0 <= kbps <= 100:
+            raise ValueError("model config: the envelope's 'measured_kbps' must be a number in [0, 100]")
     growth = config.get("refine_max_growth", DEFAULT_REFINE_MAX_GROWTH)
     if isinstance(growth, bool) or not isinstance(growth, (int, float)) or not 0 <= growth <= 1:
         raise ValueError("model config: 'refine_max_growth' must be a number in [0, 1]")

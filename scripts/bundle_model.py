@@ -96,7 +96,7 @@ def measure(model: Codec, xs: list[torch.Tensor]) -> list[dict]:
     for point in model.rate_points():
         rates, q1, q2 = [], [], []
         for x in xs:
-            out = model.compress_detailed(x, point.name)
+            out = model.compress_detailed(x, point.name, envelope=False)  # the codes' own rate
             y, _ = model.decompress(out.data)
             if model.modality == "image":
                 rates.append(out.real_rate)
