@@ -870,8 +870,21 @@ class Codec(nn.Module):
         def fits(rate: float) -> bool:
             return target is None or rate <= target * (1 + 1e-9)
 
+        # With band energies, only the first point tried is decoded to measure them; the others are
+        # sized with that measurement, and the chosen point is written (and checked) for real below.
+        side: list[int] = []  # the envelope's bytes in the first file written
+        estimated: set[str] = set()
+
         def write(p: RatePoint) -> tuple[bytes, float]:
-            data = self._write(p, tokens, grid, shape, metadata, beam_size, envelope)
+            codes = self._codes(p, tokens, beam_size)
+            data = self._write_codes(p, codes, tokens, grid, shape, metadata)
+            if envelope and not side:
+                full = self._write_codes(p, codes, tokens, grid, shape, metadata, envelope=True)
+                side.append(len(full) - len(data))
+                return full, self.real_rate(len(full), shape, sample_rate)
+            if envelope:
+                estimated.add(p.name)
+                return data, self.real_rate(len(data) + side[0], shape, sample_rate)
             return data, self.real_rate(len(data), shape, sample_rate)
 
         while True:
@@ -899,6 +912,18 @@ class Codec(nn.Module):
                 if notes:
                     notes.append(f"{finer.name} (more levels of {point.name}) fits at {finer_real:.4g} {self.rate_unit}; used it")
                 point, data, real = finer, finer_data, finer_real
+        while envelope and refine_steps == 0 and point.name in estimated:
+            # the chosen point's real file; should its envelope code larger than the first one's
+            # and miss the target, step down with real files
+            estimated.discard(point.name)
+            data = self._write_codes(point, self._codes(point, tokens, beam_size), tokens, grid, shape, metadata, envelope=True)
+            real = self.real_rate(len(data), shape, sample_rate)
+            lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
+            if fits(real) or not lower:
+                break
+            notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {lower[-1].name}")
+            point = lower[-1]
+            estimated.add(point.name)
         if refine_steps > 0:
             # The point is chosen on unrefined codes, then refined: the best candidates within the
             # model's allowed growth, and if that file misses the target, the best that cost no
@@ -933,10 +958,9 @@ class Codec(nn.Module):
     def max_signal_elements(self) -> int:
         return MAX_AUDIO_ELEMENTS if self.modality == "audio" else MAX_IMAGE_ELEMENTS
 
-    def _write(self, point: RatePoint, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...],
-               metadata: Mapping[str, Any] | None, beam_size: int | None = None, envelope: bool = False) -> bytes:
-        codes = [self._quantize(tile.tokens, tile.spatial, tile.info, point, beam_size).codes for tile in tokens]
-        return self._write_codes(point, codes, tokens, grid, shape, metadata, envelope)
+    def _codes(self, point: RatePoint, tokens: list[TileTokens], beam_size: int | None = None) -> list[Tensor]:
+        """Every tile's (unrefined) codes ``(B, *spatial[, levels])`` at ``point``."""
+        return [self._quantize(tile.tokens, tile.spatial, tile.info, point, beam_size).codes for tile in tokens]
 
     def _write_codes(self, point: RatePoint, codes: list[Tensor], tokens: list[TileTokens], grid: TileGrid,
                      shape: tuple[int, ...], metadata: Mapping[str, Any] | None, envelope: bool = False) -> bytes:

@@ -137,3 +137,25 @@ def test_modality_mismatch_and_missing_inputs(model_dirs, media, tmp_path, monke
     with pytest.raises(ModelNotFound, match="no bundled audio model"):
         compress_file(media / "tone.wav", tmp_path / "x.vqc", rate="max")
     assert not (tmp_path / "x.vqc").exists()
+
+
+def test_golden_file_with_band_energies_still_decodes_to_the_same_steps(tmp_path):
+    # Band-energy chunks after each tile's codes (tests/golden/make_envelope_golden.py).
+    import sys
+
+    from codec.bitstream import BitstreamError
+
+    sys.path.insert(0, str(GOLDEN))
+    from make_envelope_golden import model_with_envelope
+
+    model = model_with_envelope(tmp_path / "model")
+    data = (GOLDEN / "envelope_v2.vqc").read_bytes()
+    parsed = model.read_header(data)
+    assert parsed.header["envelope"] == "band-energy" and len(parsed.chunks) == len(parsed.envelope_chunks) == 2
+    steps = [model.envelope.decode(c, 1, -(-(b - a) // 320) * 320)[0] for c, ((a, b),) in zip(parsed.envelope_chunks, parsed.grid)]
+    assert np.array_equal(np.concatenate([s.numpy() for s in steps], -1), np.load(GOLDEN / "envelope_v2_steps.npy"))
+    signal, _ = codec.decompress(data, model=model)
+    assert signal.shape == (1, 36000) and torch.isfinite(signal).all()
+    plain = codec.load_model(GOLDEN / "tiny_audio_model")  # the same weights without the envelope refuse it
+    with pytest.raises(BitstreamError, match="side information"):
+        codec.decompress(data, model=plain)
