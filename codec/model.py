@@ -817,7 +817,7 @@ class Codec(nn.Module):
         side = self._use_envelope(envelope)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
         tokens = self._tile_tokens(self._grid_pieces(x, grid), keep_targets=steps > 0, keep_energy=side)
-        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps, side)
+        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps, side, envelope is None)
 
     @torch.no_grad()
     def compress_stream(
@@ -853,19 +853,36 @@ class Codec(nn.Module):
         shape = (1, channels, total[0])
         grid = self.tile_grid(shape, tile, overlap)
         assert len(grid) == len(tokens), "streamed tiles must match the planned grid"
-        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps, side)
+        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps, side, envelope is None)
 
     def _pack(
         self, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
         metadata: Mapping[str, Any] | None, sample_rate: int | None, beam_size: int | None = None,
-        refine_steps: int = 0, envelope: bool = False,
+        refine_steps: int = 0, envelope: bool = False, optional_envelope: bool = True,
     ) -> "Compressed":
-        """Quantize cached tokens at the requested point and write the file, stepping down while it is too big."""
+        """Quantize cached tokens at the requested point and write the file, stepping down while it is too big.
+
+        ``envelope``: write band energies; where a rate target leaves no room for them beside the
+        lowest point, they are left out with a note if ``optional_envelope`` (the model's default
+        was asked for), else the :class:`RateError` stands.
+        """
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
-        point = self.select_rate(request, channels=channels, side_rate=self.envelope_kbps if envelope else 0.0)
+        notes: list[str] = []
+        try:
+            point = self.select_rate(request, channels=channels, side_rate=self.envelope_kbps if envelope else 0.0)
+        except RateError:
+            if not envelope:
+                raise
+            point = self.select_rate(request, channels=channels)  # a request no point can serve raises here
+            if not optional_envelope:
+                raise RateError(f"{request} leaves no room for band energies ({self.envelope_kbps:.3g} {self.rate_unit} "
+                                f"measured) beside the lowest rate point ({self.rate_points()[0].rate:.4g} {self.rate_unit}); "
+                                "ask for a higher rate or leave them out (envelope=False, --no-envelope)") from None
+            envelope = False
+            notes.append(f"{request} leaves no room for band energies ({self.envelope_kbps:.3g} {self.rate_unit} measured) "
+                         "beside the lowest rate point; wrote the codes alone")
         target = self._target(request)
         ladder = self._ladder(point)
-        notes: list[str] = []
 
         def fits(rate: float) -> bool:
             return target is None or rate <= target * (1 + 1e-9)

@@ -192,3 +192,20 @@ def test_the_bundled_audio_model_writes_energies_by_default():
     model = load_model("audio-v3")
     assert model.envelope is not None and model.envelope_default and 0.2 < model.envelope_kbps < 1.0
     assert model.envelope.table is not None
+
+
+def test_a_target_too_low_for_the_energies_falls_back_to_the_codes_alone():
+    codec = codec_with_envelope()
+    x = speechlike(2.0)
+    sizes = {p.name: codec.compress_detailed(x, p.name, envelope=False).real_rate for p in codec.rate_points()}
+    codec.measured_rates = sizes
+    codec.envelope_kbps = 5.0  # more than any target below leaves beside the lowest point
+    request = f"{sizes['n1'] * 1.05:.4f}kbps"
+    out = codec.compress_detailed(x, request)
+    assert "envelope" not in read_container(out.data)[0] and any("band energies" in n for n in out.notes)
+    from codec.model import RateError
+
+    with pytest.raises(RateError, match="no room for band energies"):  # asked for explicitly: refused
+        codec.compress_detailed(x, request, envelope=True)
+    with pytest.raises(RateError, match="below the lowest rate"):  # below every point, with or without
+        codec.compress_detailed(x, f"{sizes['n1'] * 0.5:.4f}kbps")

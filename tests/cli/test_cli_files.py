@@ -210,3 +210,32 @@ def test_beam_search_option(model_dirs, media, tmp_path):
         out = run("compress", media / "tone.wav", "-o", tmp_path / "bad.vqc", "--beam", bad, *args)
         assert out.exit_code == 2 and "--beam" in out.output
         assert not (tmp_path / "bad.vqc").exists()
+
+
+def test_envelope_option(model_dirs, media, tmp_path):
+    import shutil
+
+    from codec.envelope import BandEnergy
+
+    # the test model with band energies: a copy of its folder whose config adds the envelope
+    folder = tmp_path / "with-envelope"
+    shutil.copytree(model_dirs["audio"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["envelope"] = {"name": "band-energy", "kwargs": BandEnergy(24000).config(), "measured_kbps": 0.5}
+    (folder / "config.json").write_text(json.dumps(config))
+    args = ("--rate", "n3", "-m", folder)
+    for flag, name in (("--envelope", "e.vqc"), ("--no-envelope", "n.vqc")):
+        out = run("compress", media / "tone.wav", "-o", tmp_path / name, flag, *args)
+        assert out.exit_code == 0, out.output
+    out = run("info", tmp_path / "e.vqc", tmp_path / "n.vqc", "--json")
+    assert out.exit_code == 0, out.output
+    infos = json.loads(out.output)
+    assert infos[0]["envelope"] == "band-energy" and "envelope" not in infos[1]
+    out = run("decompress", tmp_path / "e.vqc", "-o", tmp_path / "e.wav", "-m", folder)
+    assert out.exit_code == 0, out.output
+    out = run("rates", "-m", folder)
+    assert out.exit_code == 0 and "band energies" in out.output
+    # a model without an envelope refuses the flag, and writes nothing
+    out = run("compress", media / "tone.wav", "-o", tmp_path / "bad.vqc", "--envelope", "--rate", "n3", "-m", model_dirs["audio"])
+    assert out.exit_code == 1 and "no band-energy envelope" in out.output
+    assert not (tmp_path / "bad.vqc").exists()
