@@ -120,7 +120,8 @@ class BandEnergy:
 
     def energies(self, x: Tensor) -> Tensor:
         """Waveforms ``(B, 1, T)`` -> band energies ``(B, bands, blocks)`` (float64)."""
-        power = self._stft(x).abs().double().pow(2)  # (B, bins, frames)
+        spec = self._stft(x)
+        power = (spec.real.double().pow(2) + spec.imag.double().pow(2))  # (B, bins, frames)
         b, _, frames = power.shape
         bands = torch.zeros(b, self.num_bands, frames, dtype=torch.float64, device=power.device)
         bands.index_add_(1, self._band.to(power.device), power)
@@ -150,9 +151,19 @@ class BandEnergy:
         n = self.blocks(decoded.shape[-1])
         if tuple(steps.shape) != (decoded.shape[0], self.num_bands, n):
             raise ValueError(f"envelope steps {tuple(steps.shape)} do not fit a signal of {tuple(decoded.shape)}")
+        return self._apply_db(decoded, steps.to(decoded.device).float() * self.step_db)
+
+    def correct(self, target_energy: Tensor, decoded: Tensor) -> Tensor:
+        """``decoded`` with the unquantized gains toward ``target_energy``: differentiable, what the
+        coded steps approximate (the synthesis that analysis-by-synthesis refinement optimises)."""
+        floor = self._floor(decoded.device)
+        ratio_db = 10 * torch.log10((target_energy + floor) / (self.energies(decoded) + floor))
+        limit = self.max_steps * self.step_db
+        return self._apply_db(decoded, ratio_db.clamp(-limit, limit).float())
+
+    def _apply_db(self, decoded: Tensor, gain_db: Tensor) -> Tensor:
         spec = self._stft(decoded)
-        frames = spec.shape[-1]
-        gain_db = steps.to(spec.device).float() * self.step_db  # (B, bands, blocks)
+        frames, n = spec.shape[-1], gain_db.shape[-1]
         # linear interpolation between block centres, held flat beyond the first and last
         pos = ((torch.arange(frames, device=spec.device, dtype=torch.float32) + 0.5) / self.block - 0.5).clamp(0, n - 1)
         lo = pos.floor().long()

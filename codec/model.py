@@ -506,20 +506,28 @@ class Codec(nn.Module):
             codes = codes.reshape(tokens.shape[0], *spatial, *codes.shape[2:])
         return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
 
-    def _refine_candidates(self, tile: TileTokens, point: RatePoint, beam_size: int | None, steps: int) -> list[Candidate]:
+    def _refine_candidates(self, tile: TileTokens, point: RatePoint, beam_size: int | None, steps: int,
+                           envelope: bool = False) -> list[Candidate]:
         """Analysis-by-synthesis candidates of one tile (:func:`codec.refine.refine_candidates`):
-        codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes."""
+        codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes.
+        With ``envelope`` the synthesis includes the band-energy correction the decoder will apply
+        (unquantized, :meth:`codec.envelope.BandEnergy.correct`), so codes are chosen by what is heard."""
         tokens, spatial, target = tile.tokens, tile.spatial, tile.target
         assert target is not None, "refinement needs the tile's prepared signal"
         search = self._search(beam_size)
+        assert not envelope or (self.envelope is not None and tile.energy is not None), "the envelope needs band energies"
 
         def grid(c: Tensor) -> Tensor:
             return c.reshape(tokens.shape[0], *spatial, *c.shape[2:])
 
+        def synthesize(z_q: Tensor) -> Tensor:
+            recon = self.decoder(self._latent_grid(z_q, spatial))
+            return self.envelope.correct(tile.energy, recon) if envelope else recon  # type: ignore[union-attr, arg-type]
+
         found = refine_candidates(
             tokens, target, quantize=lambda z: self.quantizer.encode(z, **point.kwargs, **search),
             dequantize=lambda c: self.quantizer.decode(c, **point.kwargs),
-            synthesize=lambda z_q: self.decoder(self._latent_grid(z_q, spatial)),
+            synthesize=synthesize,
             objective=self._objective(tokens.device), steps=steps, step_size=self.refine_step_size,
             cost=lambda c: len(self._tile_chunk(grid(c), spatial, point)),
         )
@@ -945,7 +953,7 @@ class Codec(nn.Module):
             # The point is chosen on unrefined codes, then refined: the best candidates within the
             # model's allowed growth, and if that file misses the target, the best that cost no
             # more than the unrefined codes (so it fits wherever the unrefined file did).
-            found = [self._refine_candidates(tile, point, beam_size, refine_steps) for tile in tokens]
+            found = [self._refine_candidates(tile, point, beam_size, refine_steps, envelope) for tile in tokens]
             growths = [self.refine_max_growth] + ([0.0] if target is not None and self.refine_max_growth > 0 else [])
             for growth in growths:
                 codes = [best_candidate(c, growth).codes for c in found]
@@ -953,6 +961,13 @@ class Codec(nn.Module):
                 real = self.real_rate(len(data), shape, sample_rate)
                 if fits(real):
                     break
+        if envelope and optional_envelope and not fits(real):
+            # even the lowest point does not fit beside the band energies (a short input): the
+            # codes alone, where they may
+            out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False)
+            out.notes.insert(0, f"with band energies even {point.name} came out at {real:.4g} {self.rate_unit} > "
+                                f"{request}; wrote the codes alone")
+            return out
         return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes)
 
     def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:

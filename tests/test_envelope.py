@@ -209,3 +209,31 @@ def test_a_target_too_low_for_the_energies_falls_back_to_the_codes_alone():
         codec.compress_detailed(x, request, envelope=True)
     with pytest.raises(RateError, match="below the lowest rate"):  # below every point, with or without
         codec.compress_detailed(x, f"{sizes['n1'] * 0.5:.4f}kbps")
+
+
+def test_refinement_optimises_through_the_energy_correction():
+    codec = codec_with_envelope()
+    x = speechlike(1.5)
+    tiles = codec._tile_tokens(codec._grid_pieces(x, codec.tile_grid(tuple(x.shape))), keep_targets=True, keep_energy=True)
+    point = codec.select_rate("n3")
+    plain = codec._refine_candidates(tiles[0], point, None, 4)
+    heard = codec._refine_candidates(tiles[0], point, None, 4, envelope=True)
+    assert torch.equal(plain[0].codes, heard[0].codes)  # the same unrefined start
+    # the first candidate's objective is measured after the correction, which brings it closer
+    assert heard[0].objective < plain[0].objective
+    out = codec.compress_detailed(x, "n3", refine_steps=4)
+    y, header = codec.decompress(out.data)
+    assert header["envelope"] == "band-energy" and y.shape == x.shape
+
+
+def test_a_short_input_that_cannot_hold_the_energies_at_its_target_gets_the_codes_alone():
+    codec = codec_with_envelope()
+    x = speechlike(0.4)
+    sizes = {p.name: codec.compress_detailed(x, p.name, envelope=False).real_rate for p in codec.rate_points()}
+    codec.measured_rates = {k: v * 0.5 for k, v in sizes.items()}  # optimistic: selection thinks all fits
+    codec.envelope_kbps = 0.01
+    request = f"{sizes['n1'] * 1.001:.4f}kbps"
+    assert codec.compress_detailed(x, "n1").real_rate > sizes["n1"] * 1.001  # with energies it cannot fit
+    out = codec.compress_detailed(x, request)
+    assert out.real_rate <= sizes["n1"] * 1.001 and "envelope" not in read_container(out.data)[0]
+    assert any("codes alone" in n for n in out.notes)
