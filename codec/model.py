@@ -926,7 +926,8 @@ class Codec(nn.Module):
                 )
                 break
             nxt = lower[-1]
-            notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
+            came = "would come out at about" if point.name in estimated else "came out at"
+            notes.append(f"{point.name} {came} {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
             point = nxt
         if target is not None and fits(real):
             # fill the budget: more residual levels of the same codebooks only add detail
