@@ -31,21 +31,28 @@ EVALS: dict[str, list[str]] = {
                         "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
                            "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+    # the same without band energies (--no-envelope: the codes alone, as files were before them)
+    "audio-v3-no-envelope-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--no-envelope",
+                                    "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+    "audio-v3-no-envelope-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate",
+                                       "8000", "--no-envelope", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     # the encoder's analysis-by-synthesis refinement (--refine 10: about 4 s of one CPU core per second of
-    # audio), on 16 of the files, each beside the same 16 files unrefined
-    "audio-v3-refined-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16",
+    # audio), on 16 of the files, each beside the same 16 files unrefined; measured before band energies
+    "audio-v3-refined-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
                                 "--refine", "10", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
-    "audio-v3-speech-16": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16",
+    "audio-v3-speech-16": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
                            "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
-    "audio-v3-refined-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16",
+    "audio-v3-refined-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
                                    "--sample-rate", "8000", "--refine", "10",
                                    "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps"],
-    "audio-v3-telephone-16": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16",
+    "audio-v3-telephone-16": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
                               "--sample-rate", "8000", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps"],
     "image-v2-refined-photos": ["data/eval/images", "-m", "image-v2", "--refine", "10",
                                 "--rates", "k64-n1,k256-n1,k256-n2,k256-n3"],
     "audio-v3-music": ["data/eval/music", "-m", "audio-v3", "--max-seconds", "20", "--baselines", "opus",
                        "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+    "audio-v3-no-envelope-music": ["data/eval/music", "-m", "audio-v3", "--max-seconds", "20", "--baselines", "opus",
+                                   "--no-envelope", "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
 }
 
 
