@@ -1,8 +1,8 @@
 """Fuzz ``Codec.decompress`` with corrupted and truncated ``.vqc`` files.
 
-Each case takes a valid file (small image and audio codecs, packed and range-coded payloads) and
-applies 1-4 random mutations: byte flips, random bytes, insertions, deletions, truncation. In
-half of the cases the file is re-framed afterwards with fresh CRCs (header JSON edits, payload
+Each case takes a valid file (small image and audio codecs, packed and range-coded payloads, one
+with band energies) and applies 1-4 random mutations: byte flips, random bytes, insertions,
+deletions, truncation. In half of the cases the file is re-framed afterwards with fresh CRCs (header JSON edits, payload
 edits), so the parser, the header validation and the entropy decoders behind the checksums are
 exercised too. A case passes when decoding returns a finite signal of the header's shape or
 raises ``BitstreamError``/``ValueError``; anything else is a crash, a case over ``--hang-s`` is
@@ -50,6 +50,17 @@ def _codecs() -> list[tuple[Codec, bytes]]:
     wav = torch.rand(2, 44100) * 2 - 1
     out.append((ranged, compress_signal(wav, rate="max", model=ranged, sample_rate=44100, tile=9600, overlap=640).data))
     out.append((image, image.compress(torch.rand(1, 3, 40, 36), "max", tile=24, overlap=8)))
+    # band-energy chunks after each tile's codes (range-coded steps under an integer table)
+    from codec.envelope import BandEnergy
+
+    counts = [1] * 33
+    counts[15:18] = [40, 200, 40]
+    enveloped = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+                            quantizer_kwargs=dict(codebook_size=256, num_levels=4)).eval()
+    enveloped.fit_entropy_tables([torch.rand(1, 1, 24000) * 2 - 1])
+    enveloped.envelope = BandEnergy(24000, table=counts)
+    out.append((enveloped, compress_signal(wav, rate="max", model=enveloped, sample_rate=44100, tile=9600, overlap=640,
+                                           envelope=True).data))
     return out
 
 

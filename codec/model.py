@@ -897,19 +897,19 @@ class Codec(nn.Module):
 
         # With band energies, only the first point tried is decoded to measure them; the others are
         # sized with that measurement, and the chosen point is written (and checked) for real below.
-        side: list[int] = []  # the envelope's bytes in the first file written
+        side_bytes: list[int] = []  # the envelope's bytes in the first file written
         estimated: set[str] = set()
 
         def write(p: RatePoint) -> tuple[bytes, float]:
             codes = self._codes(p, tokens, beam_size)
             data = self._write_codes(p, codes, tokens, grid, shape, metadata)
-            if envelope and not side:
+            if envelope and not side_bytes:
                 full = self._write_codes(p, codes, tokens, grid, shape, metadata, envelope=True)
-                side.append(len(full) - len(data))
+                side_bytes.append(len(full) - len(data))
                 return full, self.real_rate(len(full), shape, sample_rate)
             if envelope:
                 estimated.add(p.name)
-                return data, self.real_rate(len(data) + side[0], shape, sample_rate)
+                return data, self.real_rate(len(data) + side_bytes[0], shape, sample_rate)
             return data, self.real_rate(len(data), shape, sample_rate)
 
         while True:
@@ -1072,6 +1072,9 @@ class Codec(nn.Module):
             raise BitstreamError(f"implausible signal shape {shape}")
         if math.prod(shape) > self.max_signal_elements():
             raise BitstreamError(f"signal shape {shape} exceeds this codec's limit of {self.max_signal_elements()} values")
+        channels = getattr(self.encoder, "in_channels", None) if self.modality == "image" else None
+        if channels is not None and shape[1] != channels:  # images are coded at the model's channel count
+            raise BitstreamError(f"the file claims {shape[1]} image channels; this model codes {channels}")
         size, overlap = tiles.get("size"), tiles.get("overlap")
         if not (isinstance(size, list) and isinstance(overlap, list) and _ints(size) and _ints(overlap)) or len(size) != n_sp or len(overlap) != n_sp:
             raise BitstreamError("header field 'tiles' must hold 'size' and 'overlap' per spatial axis")

@@ -229,6 +229,18 @@ def test_header_fields_of_the_wrong_type_are_rejected(field, value):
         codec.decompress(write_container(header, chunks))
 
 
+def test_an_image_header_claiming_other_channels_is_rejected():
+    """Found by bench/fuzz_bitstream.py: a re-framed image header with 2 channels for a 3-channel model."""
+    from codec.bitstream import write_container
+
+    codec = Codec.build("image-resnet", "vq", network_kwargs=IMAGE_NET, quantizer_kwargs=dict(codebook_size=64)).eval()
+    header, chunks = read_container(codec.compress(torch.rand(1, 3, 20, 24)))
+    for channels in (1, 2, 4):
+        header["shape"][1] = channels
+        with pytest.raises(BitstreamError, match="image channels"):
+            codec.decompress(write_container(header, chunks))
+
+
 @pytest.mark.parametrize("coding", ["packed", "range"])
 def test_a_header_claiming_more_than_the_payload_holds_is_refused_before_decoding(coding):
     """A 1 kB file must not make the decoder allocate gigabytes: the claimed length is checked against the payload."""
