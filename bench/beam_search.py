@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -39,6 +40,16 @@ def audio_signal(folder: Path, sample_rate: int, seconds: float) -> torch.Tensor
         if total >= seconds * sample_rate:
             break
     return torch.cat(parts, -1)[:, : int(seconds * sample_rate)][None]
+
+
+def write_result(path: Path | None, model: str, units: str, rows: list[dict], **extra) -> dict:
+    """The benchmark's result (model, signal, threads, machine, ``extra``, rows), written as JSON to ``path``."""
+    result = {"model": model, "signal": units, "threads": torch.get_num_threads(), **extra,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def load_signals(model, seconds: float) -> tuple[list[torch.Tensor], str]:
@@ -91,11 +102,7 @@ def main() -> None:
                          "latent_error_vs_greedy": round(err / base_err, 4)})
             print(f"{point:>10} beam {beam:>2}: compress {seconds:6.2f} s  rate {rate:.4f} {model.rate_unit}  "
                   f"latent error x{err / base_err:.3f}", flush=True)
-    result = {"model": args.model, "signal": units, "threads": torch.get_num_threads(),
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.json, args.model, units, rows)
 
 
 if __name__ == "__main__":

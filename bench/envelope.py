@@ -13,9 +13,6 @@ within 40 dB of the loudest). Perceptual quality is measured by ``vqcodec eval``
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import load_signals  # noqa: E402
+from beam_search import load_signals, write_result  # noqa: E402
 
 from codec.envelope import BandEnergy  # noqa: E402
 from codec.hub import load_model  # noqa: E402
@@ -68,11 +65,7 @@ def main() -> None:
             print(f"{request:>9} {'energies' if envelope else 'codes   '}: {row['point']:>9} {row['real_kbps']:.3f} kbps  "
                   f"compress {row['compress_s']:6.2f} s  decompress {row['decompress_s']:5.2f} s  "
                   f"band error {row['band_error_db']:.2f} dB", flush=True)
-    result = {"model": args.model, "signal": units, "threads": torch.get_num_threads(), "envelope_kbps": model.envelope_kbps,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.json, args.model, units, rows, envelope_kbps=model.envelope_kbps)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ unrefined file's. Perceptual quality after decoding is measured by ``vqcodec eva
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import load_signals  # noqa: E402
+from beam_search import load_signals, write_result  # noqa: E402
 
 from codec.hub import load_model  # noqa: E402
 
@@ -69,12 +66,7 @@ def main() -> None:
                          "objective_vs_unrefined": round(value / base, 4)})
             print(f"{point:>10} steps {steps:>3}: compress {seconds:7.2f} s  rate {rate:.4f} {model.rate_unit}  "
                   f"{model.refine_loss} {value:.4f} (x{value / base:.3f})", flush=True)
-    result = {"model": args.model, "signal": units, "threads": torch.get_num_threads(),
-              "beam_size": model.beam_size, "refine_step_size": model.refine_step_size,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.json, args.model, units, rows, beam_size=model.beam_size, refine_step_size=model.refine_step_size)
 
 
 if __name__ == "__main__":

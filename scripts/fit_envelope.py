@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from codec.envelope import BandEnergy  # noqa: E402
 from codec.entropy import FrequencyTable  # noqa: E402
-from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
-from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec, config_text  # noqa: E402
+from codec.hub import BUNDLED_DIR  # noqa: E402
+from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from scripts.bundle_model import signals  # noqa: E402
+from scripts.remeasure_model import load_published, reload_unchanged  # noqa: E402
 
 
 def fit_points(model: Codec, count: int) -> list[str]:
@@ -68,17 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    folder = args.weights_dir / args.name
-    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
-    if args.name not in index["models"]:
-        raise SystemExit(f"{args.name} is not a published model (see {args.weights_dir / INDEX_FILE})")
-    before = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
-    model = Codec.load(folder)
-    published = index["models"][args.name]
+    folder, model, published, before = load_published(args.weights_dir, args.name)
     if model.modality != "audio":
         raise SystemExit(f"{args.name}: band energies are side information of audio models")
-    if model.weights_sha256() != published["sha256"]:
-        raise SystemExit(f"{folder}: the weights differ from the published ones")
     t0 = time.time()
     points = fit_points(model, args.points)
     plain = BandEnergy(int(model.sample_rate))
@@ -104,10 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = folder / (CONFIG_FILE + ".tmp")
     tmp.write_text(config_text(config))
     tmp.replace(folder / CONFIG_FILE)
-    loaded = Codec.load(folder)
-    after = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
-    if after != before or loaded.weights_sha256() != published["sha256"] or loaded.envelope is None:
-        raise SystemExit(f"{folder}: the published weights or tables changed")
+    if reload_unchanged(folder, published, before).envelope is None:
+        raise SystemExit(f"{folder}: the envelope did not take")
     summary = {"name": args.name, "points": points, "train_clips": len(train), "val_clips": len(val),
                "bits_per_delta": round(table.bits_per_symbol(), 3), "measured_kbps": entry["measured_kbps"],
                "packed_kbps": round(plain.num_bands * plain.blocks_per_second() * 6 / 1000, 4) if plain.num_symbols <= 64 else None,

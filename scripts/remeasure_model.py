@@ -44,6 +44,30 @@ def replace_rate_section(card: str, section: list[str]) -> str:
     return card[:start] + "\n".join(section)
 
 
+def load_published(weights_dir: Path, name: str) -> tuple[Path, Codec, dict, dict[str, str]]:
+    """A bundled model's folder, the model, its index entry and the hashes of its weight and table
+    files, after checking that they are the published ones."""
+    folder = weights_dir / name
+    index = json.loads((weights_dir / INDEX_FILE).read_text())
+    if name not in index["models"]:
+        raise SystemExit(f"{name} is not a published model (see {weights_dir / INDEX_FILE})")
+    before = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    model = Codec.load(folder)
+    published = index["models"][name]
+    if model.weights_sha256() != published["sha256"] or published.get("entropy_sha256", before[ENTROPY_FILE]) != before[ENTROPY_FILE]:
+        raise SystemExit(f"{folder}: the weights or entropy tables differ from the published ones")
+    return folder, model, published, before
+
+
+def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> Codec:
+    """The model as its folder now holds it, after checking that only its config and card changed."""
+    loaded = Codec.load(folder)
+    after = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    if after != before or loaded.weights_sha256() != published["sha256"]:
+        raise SystemExit(f"{folder}: the published weights or tables changed")
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="a bundled model (codec/weights/<name>)")
@@ -53,15 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    folder = args.weights_dir / args.name
-    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
-    if args.name not in index["models"]:
-        raise SystemExit(f"{args.name} is not a published model (see {args.weights_dir / INDEX_FILE})")
-    before = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
-    model = Codec.load(folder)
-    published = index["models"][args.name]
-    if model.weights_sha256() != published["sha256"] or published.get("entropy_sha256", before[ENTROPY_FILE]) != before[ENTROPY_FILE]:
-        raise SystemExit(f"{folder}: the weights or entropy tables differ from the published ones")
+    folder, model, published, before = load_published(args.weights_dir, args.name)
     model.beam_size = args.beam  # validated when the config is read back below
     kind = model.modality
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
@@ -78,10 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     (folder / (CARD + ".tmp")).write_text(card)
     (folder / (CONFIG_FILE + ".tmp")).replace(folder / CONFIG_FILE)
     (folder / (CARD + ".tmp")).replace(folder / CARD)
-    loaded = Codec.load(folder)
-    after = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
-    if after != before or loaded.weights_sha256() != published["sha256"] or loaded.beam_size != args.beam:
-        raise SystemExit(f"{folder}: the published weights or tables changed")
+    if reload_unchanged(folder, published, before).beam_size != args.beam:
+        raise SystemExit(f"{folder}: the beam size did not take")
     summary = {"name": args.name, "beam_size": args.beam, "seconds": round(time.time() - t0, 1),
                "target_points": model.target_points, "points": rows}
     print(json.dumps(summary, indent=1))
