@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,6 +41,25 @@ def audio_signal(folder: Path, sample_rate: int, seconds: float) -> torch.Tensor
         if total >= seconds * sample_rate:
             break
     return torch.cat(parts, -1)[:, : int(seconds * sample_rate)][None]
+
+
+def bench_parser(doc: str, seconds: float) -> argparse.ArgumentParser:
+    """The options every encoder benchmark takes: --model, --seconds (audio), --threads, --json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", default="audio-v3")
+    ap.add_argument("--seconds", type=float, default=seconds, help="audio: length of the signal")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    return ap
+
+
+def bench_setup(args: argparse.Namespace) -> tuple[Any, list[torch.Tensor], str]:
+    """Threads and grad mode set, the model loaded: ``(model, signals, their description)``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    model = load_model(args.model)
+    return (model, *load_signals(model, args.seconds))
 
 
 def write_result(path: Path | None, model: str, units: str, rows: list[dict], **extra) -> dict:
@@ -73,19 +93,11 @@ def latent_error(model, encoded: tuple, point: str, beam: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="audio-v3")
+    ap = bench_parser(__doc__, seconds=60.0)
     ap.add_argument("--points", default=None, help="comma-separated rate points (default: three of the model's)")
     ap.add_argument("--beams", default="1,4,8,16,32")
-    ap.add_argument("--seconds", type=float, default=60.0, help="audio: length of the signal")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    model = load_model(args.model)
-    signals, units = load_signals(model, args.seconds)
+    model, signals, units = bench_setup(args)
     default = "k1024-n2,k1024-n4,k1024-n8,k1024-n16" if model.modality == "audio" else "k256-n2,k256-n3,k256-n4"
     points = args.points or default
     encoded = [model._tokens(x) for x in signals]  # one encoder pass per signal serves every beam

@@ -12,7 +12,6 @@ within 40 dB of the loudest). Perceptual quality is measured by ``vqcodec eval``
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import load_signals, write_result  # noqa: E402
+from beam_search import bench_parser, bench_setup, write_result  # noqa: E402
 
 from codec.envelope import BandEnergy  # noqa: E402
-from codec.hub import load_model  # noqa: E402
 
 
 def band_error_db(env: BandEnergy, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -36,20 +34,12 @@ def band_error_db(env: BandEnergy, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="audio-v3")
+    ap = bench_parser(__doc__, seconds=30.0)
     ap.add_argument("--requests", default="1.2kbps,2.4kbps,3.2kbps,6kbps,k1024-n4")
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    model = load_model(args.model)
+    model, (x,), units = bench_setup(args)
     if model.envelope is None:
         raise SystemExit(f"{args.model} has no band-energy envelope")
-    (x,), units = load_signals(model, args.seconds)
     rows = []
     for request in args.requests.split(","):
         for envelope in (False, True):

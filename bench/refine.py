@@ -12,7 +12,6 @@ unrefined file's. Perceptual quality after decoding is measured by ``vqcodec eva
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import load_signals, write_result  # noqa: E402
+from beam_search import bench_parser, bench_setup, write_result  # noqa: E402
 
-from codec.hub import load_model  # noqa: E402
 
 
 def objective(model, x: torch.Tensor, data: bytes) -> float:
@@ -37,19 +35,11 @@ def objective(model, x: torch.Tensor, data: bytes) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="audio-v3")
+    ap = bench_parser(__doc__, seconds=30.0)
     ap.add_argument("--points", default=None, help="comma-separated rate points (default: three of the model's)")
     ap.add_argument("--steps", default="0,5,10,20")
-    ap.add_argument("--seconds", type=float, default=30.0, help="audio: length of the signal")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    model = load_model(args.model)
-    signals, units = load_signals(model, args.seconds)
+    model, signals, units = bench_setup(args)
     points = args.points or ("k1024-n2,k1024-n4,k1024-n8" if model.modality == "audio" else "k256-n1,k256-n2,k256-n3")
     rows = []
     for point in points.split(","):

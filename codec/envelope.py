@@ -178,13 +178,16 @@ class BandEnergy:
         return out[:, None].to(decoded.dtype)
 
     # -- coding -------------------------------------------------------------------------------------
-    def encode(self, steps: Tensor) -> bytes:
-        """Steps ``(B, bands, blocks)`` -> bytes: time deltas per band, range-coded with :attr:`table`."""
+    def symbols(self, steps: Tensor) -> Tensor:
+        """Steps ``(B, bands, blocks)`` -> the coded symbols: time deltas per band, offset to ``[0, num_symbols)``."""
         s = steps.detach().cpu().long()
         if s.numel() and (s.min() < -self.max_steps or s.max() > self.max_steps):
             raise ValueError(f"envelope steps out of [-{self.max_steps}, {self.max_steps}]")
-        deltas = torch.diff(s, dim=-1, prepend=torch.zeros_like(s[..., :1]))
-        return encode_symbols((deltas + 2 * self.max_steps).numpy(), self.num_symbols, self.table)
+        return torch.diff(s, dim=-1, prepend=torch.zeros_like(s[..., :1])) + 2 * self.max_steps
+
+    def encode(self, steps: Tensor) -> bytes:
+        """Steps ``(B, bands, blocks)`` -> bytes: :meth:`symbols`, range-coded with :attr:`table`."""
+        return encode_symbols(self.symbols(steps).numpy(), self.num_symbols, self.table)
 
     def decode(self, data: bytes, batch: int, length: int) -> Tensor:
         """Inverse of :meth:`encode` for ``batch`` waveforms of ``length`` samples; ``ValueError``
@@ -195,10 +198,6 @@ class BandEnergy:
         if steps.numel() and (steps.min() < -self.max_steps or steps.max() > self.max_steps):
             raise ValueError("envelope steps out of range: corrupt payload")
         return steps
-
-    def bits_per_second(self, steps: Tensor, length: int) -> float:
-        """Coded size of ``steps`` in bits per second of one waveform of ``length`` samples."""
-        return 8 * len(self.encode(steps)) / (steps.shape[0] * length / self.sample_rate)
 
 
 def build_envelope(entry: Any, sample_rate: int | None) -> BandEnergy | None:

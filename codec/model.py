@@ -485,6 +485,10 @@ class Codec(nn.Module):
         z_q = self.quantizer.decode(codes.reshape(b, math.prod(spatial), *codes.shape[1 + len(spatial) :]), **point.kwargs)
         return self._latent_grid(z_q, spatial)
 
+    def _decoded(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> Tensor:
+        """Codes ``(B, *spatial[, levels])`` -> the decoder's network-domain output (padded, per channel)."""
+        return self.decoder(self._quantized_latent(codes, spatial, point))
+
     def _latent_grid(self, z_q: Tensor, spatial: tuple[int, ...]) -> Tensor:
         """Quantized tokens ``(B, N, D)`` -> the latent ``(B, D, *spatial)`` the decoder reads."""
         return z_q.transpose(1, 2).reshape(z_q.shape[0], self.encoder.latent_dim, *spatial)
@@ -554,7 +558,7 @@ class Codec(nn.Module):
         expected = tuple(p // self.encoder.stride for p in encoded.padded)
         if spatial != expected:
             raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
-        recon = self.decoder(self._quantized_latent(codes, spatial, point))
+        recon = self._decoded(codes, spatial, point)
         if encoded.envelope is not None:
             if self.envelope is None:
                 raise ValueError("these codes carry band energies, but this model has no envelope")
@@ -895,6 +899,11 @@ class Codec(nn.Module):
         def fits(rate: float) -> bool:
             return target is None or rate <= target * (1 + 1e-9)
 
+        def below(p: RatePoint) -> RatePoint | None:
+            """The next lower point of the ladder, if any."""
+            lower = [q for q in ladder if (q.rate, q.nominal) < (p.rate, p.nominal)]
+            return lower[-1] if lower else None
+
         # With band energies, only the first point tried is decoded to measure them; the others are
         # sized with that measurement, and the chosen point is written (and checked) for real below.
         side_bytes: list[int] = []  # the envelope's bytes in the first file written
@@ -902,9 +911,11 @@ class Codec(nn.Module):
 
         def write(p: RatePoint) -> tuple[bytes, float]:
             codes = self._codes(p, tokens, beam_size)
-            data = self._write_codes(p, codes, tokens, grid, shape, metadata)
+            chunks = [self._tile_chunk(c, tile.spatial, p) for c, tile in zip(codes, tokens)]
+            data = self._container(p, chunks, grid, shape, metadata)
             if envelope and not side_bytes:
-                full = self._write_codes(p, codes, tokens, grid, shape, metadata, envelope=True)
+                energies = [self._envelope_chunk(c, tile, p) for c, tile in zip(codes, tokens)]
+                full = self._container(p, chunks, grid, shape, metadata, energies)
                 side_bytes.append(len(full) - len(data))
                 return full, self.real_rate(len(full), shape, sample_rate)
             if envelope:
@@ -916,8 +927,8 @@ class Codec(nn.Module):
             data, real = write(point)
             if fits(real):
                 break
-            lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
-            if not lower:
+            nxt = below(point)
+            if nxt is None:
                 header_only = self.real_rate(len(data) - sum(len(c) for c in read_container(data)[1]), shape, sample_rate)
                 why = "its header alone is" if header_only > target else "even the lowest rate point is"
                 notes.append(
@@ -925,7 +936,6 @@ class Codec(nn.Module):
                     f"{self.rate_unit}; wrote the lowest point {point.name} at {real:.4g} {self.rate_unit}"
                 )
                 break
-            nxt = lower[-1]
             came = "would come out at about" if point.name in estimated else "came out at"
             notes.append(f"{point.name} {came} {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
             point = nxt
@@ -944,11 +954,11 @@ class Codec(nn.Module):
             estimated.discard(point.name)
             data = self._write_codes(point, self._codes(point, tokens, beam_size), tokens, grid, shape, metadata, envelope=True)
             real = self.real_rate(len(data), shape, sample_rate)
-            lower = [p for p in ladder if (p.rate, p.nominal) < (point.rate, point.nominal)]
-            if fits(real) or not lower:
+            nxt = below(point)
+            if fits(real) or nxt is None:
                 break
-            notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {lower[-1].name}")
-            point = lower[-1]
+            notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
+            point = nxt
             estimated.add(point.name)
         if refine_steps > 0:
             # The point is chosen on unrefined codes, then refined: the best candidates within the
@@ -999,11 +1009,17 @@ class Codec(nn.Module):
                      shape: tuple[int, ...], metadata: Mapping[str, Any] | None, envelope: bool = False) -> bytes:
         """The file of every tile's ``codes`` ``(B, *spatial[, levels])`` at ``point``; with
         ``envelope``, each tile's chunk is followed by its band-energy chunk."""
-        chunks = []
-        for c, tile in zip(codes, tokens):
-            chunks.append(self._tile_chunk(c, tile.spatial, point))
-            if envelope:
-                chunks.append(self._envelope_chunk(c, tile, point))
+        chunks = [self._tile_chunk(c, tile.spatial, point) for c, tile in zip(codes, tokens)]
+        energies = [self._envelope_chunk(c, tile, point) for c, tile in zip(codes, tokens)] if envelope else None
+        return self._container(point, chunks, grid, shape, metadata, energies)
+
+    def _container(self, point: RatePoint, chunks: list[bytes], grid: TileGrid, shape: tuple[int, ...],
+                   metadata: Mapping[str, Any] | None, energies: list[bytes] | None = None) -> bytes:
+        """The ``.vqc`` bytes of the tiles' code ``chunks``, each followed by its band-energy chunk
+        when ``energies`` are given."""
+        envelope = energies is not None
+        if energies is not None:
+            chunks = [c for pair in zip(chunks, energies) for c in pair]
         use = self._tables(point)
         header: dict[str, Any] = {
             "modality": self.modality,
@@ -1032,8 +1048,7 @@ class Codec(nn.Module):
     def _envelope_chunk(self, codes: Tensor, tile: TileTokens, point: RatePoint) -> bytes:
         """The band-energy chunk of one tile: its codes decoded, compared with the input's energies."""
         assert self.envelope is not None and tile.energy is not None, "the envelope needs the tile's band energies"
-        decoded = self.decoder(self._quantized_latent(codes, tile.spatial, point))
-        return self.envelope.encode(self.envelope.analyse(tile.energy, decoded))
+        return self.envelope.encode(self.envelope.analyse(tile.energy, self._decoded(codes, tile.spatial, point)))
 
     def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:
         """One tile's codes ``(B, *spatial[, levels])`` -> its entropy-coded chunk."""

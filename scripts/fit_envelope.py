@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.envelope import BandEnergy  # noqa: E402
-from codec.entropy import FrequencyTable  # noqa: E402
+from codec.entropy import FrequencyTable, packed_bits  # noqa: E402
 from codec.hub import BUNDLED_DIR  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from scripts.bundle_model import signals  # noqa: E402
@@ -52,9 +52,7 @@ def steps_of(model: Codec, envelope: BandEnergy, x: torch.Tensor, point: str) ->
     """The envelope steps ``(C, bands, blocks)`` of one clip ``(1, C, T)`` (one tile) at ``point``."""
     y, _ = model.encoder.prepare(x)
     enc = model.encode(x, point, beam_size=1)
-    spatial = tuple(enc.codes.shape[1:2])
-    decoded = model.decoder(model._quantized_latent(enc.codes, spatial, enc.point))
-    return envelope.analyse(envelope.energies(y), decoded)
+    return envelope.analyse(envelope.energies(y), model._decoded(enc.codes, tuple(enc.codes.shape[1:2]), enc.point))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     train = signals(model, args.train, args.train_files)
     for x in train:
         for point in points:
-            s = steps_of(model, plain, x, point)
-            deltas.append((torch.diff(s, dim=-1, prepend=torch.zeros_like(s[..., :1])) + 2 * plain.max_steps).flatten())
+            deltas.append(plain.symbols(steps_of(model, plain, x, point)).flatten())
     table = FrequencyTable.from_codes(torch.cat(deltas), plain.num_symbols, prior=1)
     model.envelope = BandEnergy(int(model.sample_rate), table=table.counts.tolist())
     entry = {"name": BandEnergy.name, "kwargs": model.envelope.config(), "default": not args.off}
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             without = model.compress_detailed(x, point, envelope=False).data
             extra.append(8 * (len(with_env) - len(without)) / seconds / 1000)
     entry["measured_kbps"] = round(float(np.mean(extra)), 4)
-    config = {**Codec.load(folder).export_config(), "envelope": entry}
+    config = {**model.export_config(), "envelope": entry}
     tmp = folder / (CONFIG_FILE + ".tmp")
     tmp.write_text(config_text(config))
     tmp.replace(folder / CONFIG_FILE)
@@ -101,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{folder}: the envelope did not take")
     summary = {"name": args.name, "points": points, "train_clips": len(train), "val_clips": len(val),
                "bits_per_delta": round(table.bits_per_symbol(), 3), "measured_kbps": entry["measured_kbps"],
-               "packed_kbps": round(plain.num_bands * plain.blocks_per_second() * 6 / 1000, 4) if plain.num_symbols <= 64 else None,
+               "packed_kbps": round(plain.num_bands * plain.blocks_per_second() * packed_bits(plain.num_symbols) / 1000, 4),
                "seconds": round(time.time() - t0, 1)}
     print(json.dumps(summary, indent=1))
     return summary
