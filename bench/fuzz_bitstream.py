@@ -2,8 +2,9 @@
 
 Each case takes a valid file (small image and audio codecs, packed and range-coded payloads, one
 with band energies) and applies 1-4 random mutations: byte flips, random bytes, insertions,
-deletions, truncation. In half of the cases the file is re-framed afterwards with fresh CRCs (header JSON edits, payload
-edits), so the parser, the header validation and the entropy decoders behind the checksums are
+deletions, truncation. In half of the cases the file is re-framed afterwards with a fresh checksum
+(edits of the header's values, of its binary record's bytes, or of a payload chunk), so the
+record parser, the header validation and the entropy decoders behind the checksum are
 exercised too. A case passes when decoding returns a finite signal of the header's shape or
 raises ``BitstreamError``/``ValueError``; anything else is a crash, a case over ``--hang-s`` is
 a hang. Peak RSS is reported.
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.bitstream import BitstreamError, read_container, write_container  # noqa: E402
+from codec.bitstream import MAGIC, BitstreamError, _varint, encode_record, read_container, write_container  # noqa: E402
 from codec.files import decompress  # noqa: E402
 from codec.model import Codec  # noqa: E402
 
@@ -82,9 +83,21 @@ def _mutate_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(b)
 
 
+def _container_v3(record: bytes, chunks: list[bytes]) -> bytes:
+    """A version-3 file of raw header-record bytes, with its checksum."""
+    import zlib
+
+    body = MAGIC + bytes([3]) + _varint(len(record)) + record + _varint(len(chunks))
+    body += b"".join(_varint(len(c)) + c for c in chunks)
+    return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
 def _mutate_reframed(data: bytes, rng: np.random.Generator) -> bytes:
     header, chunks = read_container(data)
-    if rng.random() < 0.5:  # edit the header's values, keep it valid JSON
+    choice = rng.random()
+    if choice < 0.25:  # edit the header record's bytes: the record parser sees them
+        return _container_v3(_mutate_bytes(encode_record(header), rng), list(chunks))
+    if choice < 0.6:  # edit the header's values, keep it valid JSON
         text = json.dumps(header)
         mutated = _mutate_bytes(text.encode(), rng)
         try:

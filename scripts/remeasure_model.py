@@ -1,13 +1,14 @@
 """Give a published model a new default encoder setting and re-measure its rate points.
 
     python scripts/remeasure_model.py audio-v3 --beam 16
+    python scripts/remeasure_model.py audio-v3          # the same settings, e.g. after a format change
 
 What a bundled model decodes is fixed by its weights and entropy tables; its name stands for
 them, so they never change (``scripts/bundle_model.py`` publishes new ones under a new name).
 The encoder may still improve without them: a residual code search (``beam_size``) finds codes
 closer to the encoder's latents, and every file it writes decodes with every build. This script
 
-1. sets the model's default ``beam_size`` (stored in its ``config.json``),
+1. sets the model's default ``beam_size`` (stored in its ``config.json``) if ``--beam`` is given,
 2. measures every rate point's real rate and quality on validation data exactly as
    ``bundle_model.py`` does, and recomputes the Pareto points that rate targets choose among,
 3. rewrites ``config.json`` and the "Rate points" section of ``MODEL_CARD.md`` only, after
@@ -71,14 +72,15 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="a bundled model (codec/weights/<name>)")
-    ap.add_argument("--beam", type=int, required=True, help="the model's default beam_size (1: greedy)")
+    ap.add_argument("--beam", type=int, default=None, help="the model's default beam_size (1: greedy; default: keep it)")
     ap.add_argument("--val", type=Path, default=None, help="validation data (default data/<images|audio>/val)")
     ap.add_argument("--val-files", type=int, default=8)
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     folder, model, published, before = load_published(args.weights_dir, args.name)
-    model.beam_size = args.beam  # validated when the config is read back below
+    if args.beam is not None:
+        model.beam_size = args.beam  # validated when the config is read back below
     kind = model.modality
     val = args.val or ROOT / "data" / ("images" if kind == "image" else "audio") / "val"
     t0 = time.time()
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     (folder / (CARD + ".tmp")).write_text(card)
     (folder / (CONFIG_FILE + ".tmp")).replace(folder / CONFIG_FILE)
     (folder / (CARD + ".tmp")).replace(folder / CARD)
-    if reload_unchanged(folder, published, before).beam_size != args.beam:
+    if reload_unchanged(folder, published, before).beam_size != model.beam_size:
         raise SystemExit(f"{folder}: the beam size did not take")
-    summary = {"name": args.name, "beam_size": args.beam, "seconds": round(time.time() - t0, 1),
+    summary = {"name": args.name, "beam_size": model.beam_size, "seconds": round(time.time() - t0, 1),
                "target_points": model.target_points, "points": rows}
     print(json.dumps(summary, indent=1))
     return summary

@@ -1,5 +1,6 @@
 """The .vqc container: golden bytes, round trips, and every way a file can be wrong."""
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -7,9 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec.bitstream import FORMAT_VERSION, HEADER_DICTIONARY, MAGIC, BitstreamError, read_container, write_container
+from codec.bitstream import (
+    FORMAT_VERSION,
+    HEADER_DICTIONARY,
+    MAGIC,
+    BitstreamError,
+    decode_record,
+    encode_record,
+    read_container,
+    write_container,
+)
 
-GOLDEN = Path(__file__).parent / "golden" / "container_v2.vqc"
+GOLDEN = Path(__file__).parent / "golden" / "container_v3.vqc"
+GOLDEN_V2 = Path(__file__).parent / "golden" / "container_v2.vqc"
 GOLDEN_V1 = Path(__file__).parent / "golden" / "container_v1.vqc"
 GOLDEN_HEADER = {"modality": "audio", "rate": "n2", "shape": [1, 2, 100]}
 GOLDEN_CHUNKS = [b"hello", b"", bytes(range(10))]
@@ -28,22 +39,71 @@ def _frame(head: bytes, tail: bytes = b"\x00") -> bytes:
 
 def test_golden_file_pins_the_format():
     # A change here is a format change: bump FORMAT_VERSION and add a new golden file.
-    assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS) == GOLDEN.read_bytes()
-    assert read_container(GOLDEN.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
-    assert GOLDEN.read_bytes()[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x02"
+    data = GOLDEN.read_bytes()
+    assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS) == data
+    assert read_container(data) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
+    assert data[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x03"
+    # the record, spelled out: 3 fields; modality (key 0) = symbol 0 "audio"; a literal key
+    # (31) "rate" = the string "n2"; shape (key 5) = unsigned integers 1, 2, 100
+    record = bytes.fromhex("03 0100 fa0472617465 026e32 2b03010264")
+    assert data[5:6 + len(record)] == bytes([len(record)]) + record
+    # then 3 chunks with their lengths, and the CRC-32 of everything before it
+    assert data[6 + len(record) :] == b"\x03\x05hello\x00\x0a" + bytes(range(10)) + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
-def test_version_1_files_are_still_read():
+def test_versions_1_and_2_are_still_read():
+    assert read_container(GOLDEN_V2.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
+    assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS, version=2) == GOLDEN_V2.read_bytes()
     assert read_container(GOLDEN_V1.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
     assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS, version=1) == GOLDEN_V1.read_bytes()
 
 
-def test_the_header_is_compressed():
-    header = {"coding": "range", "modality": "audio", "model": {"name": "audio-v1", "sha256": "ab" * 32},
-              "rate_point": "k1024-n4", "sample_rate": 24000, "shape": [1, 1, 72000], "tiles": {"overlap": [0], "size": [72000]},
-              "source": {"channels": 1, "format": "WAV", "frames": 132300, "sample_rate": 44100, "subtype": "PCM_16"}}
-    v1, v2 = write_container(header, [b""], version=1), write_container(header, [b""])
-    assert len(v2) < 140 < 330 < len(v1)
+def test_the_header_is_compact():
+    # the header of a real file: a 3.5 s speech clip coded by audio-v3 with band energies
+    header = {"coding": "range", "envelope": "band-energy", "modality": "audio",
+              "model": {"name": "audio-v3", "sha256": "e11d21fd0af7e587"}, "rate_point": "k1024-n1", "sample_rate": 24000,
+              "shape": [1, 1, 83871], "tiles": {"overlap": [0], "size": [83871]},
+              "source": {"channels": 1, "format": "OGG", "frames": 77056, "sample_rate": 22050, "subtype": "VORBIS"}}
+    v1, v2, v3 = (write_container(header, [b""], version=v) for v in (1, 2, 3))
+    assert len(v3) < 90 < 120 < len(v2) < 330 < len(v1)
+    assert read_container(v3) == read_container(v2) == read_container(v1) == (header, [b""])
+
+
+@pytest.mark.parametrize("value", [
+    {},
+    {"a": 1, "nested": {"b": [1.5, "x", -3, True, False, None, [], {}, [0, 1]]}},
+    {"f": 1.0, "i": 1, "big": 2**62, "neg": -(2**40), "e": "", "hex": "00ff", "HEX": "00FF", "odd": "abc", "ü": "ß"},
+    {"modality": "image", "model": {"name": "x", "sha256": "0123456789abcdef"}, "shape": [1, 3, 4, 5], "mode": "RGB"},
+])
+def test_records_round_trip_exactly(value):
+    back = decode_record(encode_record(value))
+    assert back == value
+    assert json.dumps(back, sort_keys=True) == json.dumps(value, sort_keys=True)  # 1.0 stays a float, True a bool
+
+
+@pytest.mark.parametrize("value", [{"x": float("nan")}, {"x": float("inf")}, {"x": object()}, {1: 2}, [1]])
+def test_records_refuse_what_json_would(value):
+    with pytest.raises(ValueError):
+        encode_record(value)
+
+
+@pytest.mark.parametrize("raw,match", [
+    (b"", "truncated"),
+    (b"\x01", "count exceeds"),
+    (b"\x01\x01\x7f", "unknown symbol"),
+    (b"\x01\xf0\x00", "unknown field"),
+    (b"\x01\x9f\x00", "unknown field"),
+    (b"\x02\x00\x01\x00\x01", "twice"),
+    (b"\x01\xfa\x01\xff\x00", "not UTF-8"),
+    (b"\x01\x07\x09", "unknown value type|unreadable"),
+    (b"\x01\x07\x04" + struct.pack("<d", float("nan")), "not finite"),
+    (b"\x01\x00" + b"\xff" * 12, "malformed integer"),
+    (b"\x01\x00\x00\x00", "trailing"),
+    (b"\x01\x06" + b"\x01\x06" * 40 + b"\x00", "deeper"),
+])
+def test_malformed_records_are_refused(raw, match):
+    with pytest.raises(BitstreamError, match=match):
+        decode_record(raw)
 
 
 def test_round_trip_with_many_chunks():
@@ -57,7 +117,7 @@ def test_round_trip_with_many_chunks():
     [
         (lambda d: b"RIFF" + d[4:], "bad magic"),
         (lambda d: b"", "bad magic"),
-        (lambda d: d[:4] + bytes([3]) + d[5:], "unsupported .vqc version 3"),
+        (lambda d: d[:4] + bytes([4]) + d[5:], "unsupported .vqc version 4"),
         (lambda d: d[:10], "truncated|checksum"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d + b"\x00", "unexpected bytes"),
@@ -65,11 +125,21 @@ def test_round_trip_with_many_chunks():
         (lambda d: d[:5] + b"\xff\xff\xff\xff\xff\x01" + d[6:], "malformed header length"),
         (lambda d: d[:10] + bytes([d[10] ^ 1]) + d[11:], "checksum"),
         (lambda d: d[:-3] + bytes([d[-3] ^ 4]) + d[-2:], "checksum"),
+        (lambda d: d[:-10] + bytes([d[-10] ^ 4]) + d[-9:], "checksum"),
     ],
 )
-def test_bad_files_fail_with_a_clear_error(mutate, match):
+@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V2])
+def test_bad_files_fail_with_a_clear_error(golden, mutate, match):
+    data = golden.read_bytes()
     with pytest.raises(BitstreamError, match=match):
-        read_container(mutate(GOLDEN.read_bytes()))
+        read_container(mutate(data))
+
+
+def _frame_v3(record: bytes, tail: bytes = b"\x00") -> bytes:
+    """A version-3 file with raw header bytes and a raw tail, and a valid checksum."""
+    assert len(record) < 128
+    data = MAGIC + bytes([3, len(record)]) + record + tail
+    return data + struct.pack("<I", zlib.crc32(data))
 
 
 def test_huge_counts_are_refused_before_allocating():
@@ -78,6 +148,21 @@ def test_huge_counts_are_refused_before_allocating():
         read_container(_frame(head, b"\xff\xff\xff\xff\x0f"))
     with pytest.raises(BitstreamError, match="truncated"):
         read_container(_frame(head, b"\x01\x80\x80\x80\x80\x08" + b"\x00" * 8))
+    with pytest.raises(BitstreamError, match="does not fit"):
+        read_container(_frame_v3(b"\x00", b"\xff\xff\xff\xff\x0f"))
+    with pytest.raises(BitstreamError, match="truncated"):
+        read_container(_frame_v3(b"\x00", b"\x01\x80\x80\x80\x80\x08" + b"\x00" * 8))
+    with pytest.raises(BitstreamError, match="count exceeds"):  # a record claiming 2**35 fields
+        read_container(_frame_v3(b"\x80\x80\x80\x80\x80\x01"))
+
+
+def test_the_checksum_is_verified_before_the_header_is_read():
+    data = bytearray(_frame_v3(b"\x01\x01\x7f"))  # an unknown symbol, under a valid checksum
+    with pytest.raises(BitstreamError, match="unknown symbol"):
+        read_container(bytes(data))
+    data[-1] ^= 1
+    with pytest.raises(BitstreamError, match="checksum mismatch"):
+        read_container(bytes(data))
 
 
 def test_header_must_be_a_json_object():
@@ -97,8 +182,9 @@ def test_a_header_bomb_is_refused_in_bounded_memory():
         read_container(data)
 
 
-def test_random_corruptions_never_crash_or_pass_silently():
-    good = write_container({"k": list(range(20))}, [bytes(range(200)), b"x" * 300])
+@pytest.mark.parametrize("version", [2, 3])
+def test_random_corruptions_never_crash_or_pass_silently(version):
+    good = write_container({"k": list(range(20)), "s": "text"}, [bytes(range(200)), b"x" * 300], version=version)
     rng = np.random.default_rng(0)
     for _ in range(300):
         bad = bytearray(good)

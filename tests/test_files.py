@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import codec
-from codec.bitstream import BitstreamError
+from codec.bitstream import BitstreamError, write_container
 from codec.entropy import decode_tile
 from codec.files import compress_file, decompress_file, tokenize_file
 from codec.hub import ModelNotFound, list_models
@@ -18,12 +18,13 @@ from codec.io import InputError
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def test_codec_golden_file_decodes_to_pinned_codes():
+@pytest.mark.parametrize("version", [2, 3])
+def test_codec_golden_file_decodes_to_pinned_codes(version):
     # A change here is a format change: bump the .vqc version and add new golden files
-    # (tests/golden/make_codec_golden.py), keeping the old ones decodable.
+    # (tests/golden/make_codec_golden.py, make_v3_golden.py), keeping the old ones decodable.
     model = codec.load_model(GOLDEN / "tiny_audio_model")
-    data = (GOLDEN / "codec_v2.vqc").read_bytes()
-    assert data[:5] == b"\x89VQC\x02"
+    data = (GOLDEN / f"codec_v{version}.vqc").read_bytes()
+    assert data[:5] == b"\x89VQC" + bytes([version])
     parsed = model.read_header(data)
     assert parsed.header["rate_point"] == "n2" and parsed.header["coding"] == "range"
     assert parsed.header["source"]["sample_rate"] == 44100 and len(parsed.chunks) == 2
@@ -47,6 +48,25 @@ def test_golden_context_coded_file_still_decodes_to_the_same_codes():
     assert np.array_equal(codes, np.load(GOLDEN / "context_v2_codes.npy"))
     image, info = codec.decompress(data, model=model)
     assert tuple(image.shape[-2:]) == (64, 48) and torch.isfinite(image).all()
+
+
+def test_files_are_written_in_the_current_container_with_a_short_weights_hash():
+    from codec.bitstream import FORMAT_VERSION, read_container
+    from codec.model import HEADER_HASH_CHARS
+
+    model = codec.load_model(GOLDEN / "tiny_audio_model")
+    t = torch.arange(44100) / 44100
+    wav = torch.stack([torch.sin(2 * torch.pi * 330 * t), torch.sin(2 * torch.pi * 550 * t)]) * 0.4
+    out = codec.compress_signal(wav, rate="max", model=model, sample_rate=44100, source={"format": "WAV", "subtype": "PCM_16"},
+                                tile=16000, overlap=1280)  # the input of codec_v2.vqc / codec_v3.vqc
+    assert out.data[4] == FORMAT_VERSION == 3
+    header, _ = read_container(out.data)
+    assert header == read_container((GOLDEN / "codec_v3.vqc").read_bytes())[0]
+    assert header["model"]["sha256"] == model.weights_sha256()[:HEADER_HASH_CHARS]
+    for short in (model.weights_sha256()[: HEADER_HASH_CHARS - 1], "0" * HEADER_HASH_CHARS):
+        bad = {**header, "model": {**header["model"], "sha256": short}}
+        with pytest.raises(BitstreamError, match="another model"):
+            model.read_header(write_container(bad, read_container(out.data)[1]))
 
 
 @pytest.mark.parametrize("sample_rate,channels,frames", [(44100, 2, 44100), (8000, 1, 12345), (24000, 1, 1), (48000, 2, 30000)])
@@ -139,8 +159,9 @@ def test_modality_mismatch_and_missing_inputs(model_dirs, media, tmp_path, monke
     assert not (tmp_path / "x.vqc").exists()
 
 
-def test_golden_file_with_band_energies_still_decodes_to_the_same_steps(tmp_path):
-    # Band-energy chunks after each tile's codes (tests/golden/make_envelope_golden.py).
+@pytest.mark.parametrize("version", [2, 3])
+def test_golden_file_with_band_energies_still_decodes_to_the_same_steps(tmp_path, version):
+    # Band-energy chunks after each tile's codes (tests/golden/make_envelope_golden.py, make_v3_golden.py).
     import sys
 
     from codec.bitstream import BitstreamError
@@ -149,7 +170,7 @@ def test_golden_file_with_band_energies_still_decodes_to_the_same_steps(tmp_path
     from make_envelope_golden import model_with_envelope
 
     model = model_with_envelope(tmp_path / "model")
-    data = (GOLDEN / "envelope_v2.vqc").read_bytes()
+    data = (GOLDEN / f"envelope_v{version}.vqc").read_bytes()
     parsed = model.read_header(data)
     assert parsed.header["envelope"] == "band-energy" and len(parsed.chunks) == len(parsed.envelope_chunks) == 2
     steps = [model.envelope.decode(c, 1, -(-(b - a) // 320) * 320)[0] for c, ((a, b),) in zip(parsed.envelope_chunks, parsed.grid)]
