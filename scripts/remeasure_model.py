@@ -2,6 +2,7 @@
 
     python scripts/remeasure_model.py audio-v3 --beam 16
     python scripts/remeasure_model.py audio-v3          # the same settings, e.g. after a format change
+    python scripts/remeasure_model.py audio-v3 --targets-by pesq   # rate targets by speech quality
 
 What a bundled model decodes is fixed by its weights and entropy tables; its name stands for
 them, so they never change (``scripts/bundle_model.py`` publishes new ones under a new name).
@@ -11,6 +12,9 @@ closer to the encoder's latents, and every file it writes decodes with every bui
 1. sets the model's default ``beam_size`` (stored in its ``config.json``) if ``--beam`` is given,
 2. measures every rate point's real rate and quality on validation data exactly as
    ``bundle_model.py`` does, and recomputes the Pareto points that rate targets choose among,
+   (``--targets-by pesq``, audio: by wide-band PESQ of files written with the model's default
+   side information, on the validation *speech* clips, instead of by mel distance: band energies
+   change what a point sounds like more than its mel distance says),
 3. rewrites ``config.json`` and the "Rate points" section of ``MODEL_CARD.md`` only, after
    checking that the weights hash is the published one; the weights and entropy files are not
    written (their bytes are compared before and after).
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +49,20 @@ def replace_rate_section(card: str, section: list[str]) -> str:
     if start < 0:
         raise ValueError(f"the model card has no {SECTION!r} section")
     return card[:start] + "\n".join(section)
+
+
+def perceptual_section(model: Codec, section: list[str], rows: list[dict], clips: int) -> list[str]:
+    """The card's rate section with the choice of target points by PESQ stated and its table added."""
+    start = next(i for i, line in enumerate(section) if line.startswith("Rate targets ("))
+    side = " with band energies" if model.envelope is not None and model.envelope_default else ""
+    lines = section[:start] + [
+        f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in wide-band PESQ at a lower "
+        f"rate (measured rate{' plus the band energies' if side else ''}), on {clips} validation speech clips "
+        f"(Czech and Dutch, 2-10 s) written{side} and read back (`--targets-by pesq`): "
+        f"{', '.join(model.target_points)}. Every point stays usable by name.", "",
+        f"| point | PESQ | STOI |", "|---|---:|---:|",
+    ] + [f"| {r['point']} | {r['pesq']:.3f} | {r['stoi']:.3f} |" for r in rows]
+    return lines + section[start + 1:]
 
 
 def load_published(weights_dir: Path, name: str) -> tuple[Path, Codec, dict, dict[str, str]]:
@@ -69,12 +89,54 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
     return loaded
 
 
+def speech_clips(model: Codec, val: Path, limit: int) -> list[torch.Tensor]:
+    """Up to ``limit`` clips (10 s at most, at least 2 s) of the ``speech*`` folders of ``val``, at the model's rate."""
+    from scripts.bundle_model import _clips
+
+    files = sorted(f for sub in sorted(val.glob("speech*")) for f in sub.rglob("*") if f.suffix.lower() in (".ogg", ".wav", ".flac"))
+    clips = [c for f in files for c in _clips(f, int(model.sample_rate), 10.0)[:1] if c.shape[-1] >= 2 * int(model.sample_rate)]
+    return clips[:: max(1, len(clips) // limit)][:limit]
+
+
+def perceptual_rows(model: Codec, clips: list[torch.Tensor]) -> list[dict]:
+    """Mean wide-band PESQ and STOI of every rate point over ``clips`` (files written with the
+    model's default side information and read back)."""
+    from codec.evaluate import audio_quality
+
+    rows = []
+    for point in model.rate_points():
+        scores = []
+        for x in clips:
+            y, _ = model.decompress(model.compress_detailed(x, point.name).data)
+            scores.append(audio_quality(x[0, 0].numpy(), y[0, 0].numpy(), int(model.sample_rate)))
+        rows.append({"point": point.name, "pesq": float(np.nanmean([q["pesq"] for q in scores])),
+                     "stoi": float(np.mean([q["stoi"] for q in scores]))})
+    return rows
+
+
+def perceptual_points(model: Codec, rows: list[dict]) -> list[str]:
+    """Points no other point beats in PESQ at a lower or equal rate, the rate being what a rate
+    target counts: the measured rate plus the default side information's."""
+    side = model.envelope_kbps if model.envelope_default else 0.0
+    rate = {p.name: p.rate + side for p in model.rate_points()}
+    front, best = [], -math.inf
+    for r in sorted(rows, key=lambda r: (rate[r["point"]], -r["pesq"])):
+        if r["pesq"] > best:
+            front.append(r["point"])
+            best = r["pesq"]
+    return front
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="a bundled model (codec/weights/<name>)")
     ap.add_argument("--beam", type=int, default=None, help="the model's default beam_size (1: greedy; default: keep it)")
     ap.add_argument("--val", type=Path, default=None, help="validation data (default data/<images|audio>/val)")
     ap.add_argument("--val-files", type=int, default=8)
+    ap.add_argument("--targets-by", choices=("measured", "pesq"), default="measured",
+                    help="the rate points rate targets choose among: by the measured quality (PSNR, mel "
+                         "distance) or, audio, by PESQ on the validation speech")
+    ap.add_argument("--speech-files", type=int, default=12, help="--targets-by pesq: validation speech clips")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -89,16 +151,29 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{val}: no validation signals")
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
-    model.target_points = pareto_points(rows, higher_is_better=kind == "image")
+    perceptual: list[dict] = []
+    if args.targets_by == "pesq":
+        if kind != "audio":
+            raise SystemExit("--targets-by pesq is for audio models")
+        clips = speech_clips(model, val, args.speech_files)
+        if not clips:
+            raise SystemExit(f"{val}: no speech clips of 2 s or more in its speech* folders")
+        perceptual = perceptual_rows(model, clips)
+        model.target_points = perceptual_points(model, perceptual)
+    else:
+        model.target_points = pareto_points(rows, higher_is_better=kind == "image")
     config = config_text(model.export_config())
-    card = replace_rate_section((folder / CARD).read_text(), rate_section(model, rows, len(val_x)))
+    section = rate_section(model, rows, len(val_x))
+    if perceptual:
+        section = perceptual_section(model, section, perceptual, len(clips))
+    card = replace_rate_section((folder / CARD).read_text(), section)
     (folder / (CONFIG_FILE + ".tmp")).write_text(config)
     (folder / (CARD + ".tmp")).write_text(card)
     (folder / (CONFIG_FILE + ".tmp")).replace(folder / CONFIG_FILE)
     (folder / (CARD + ".tmp")).replace(folder / CARD)
     if reload_unchanged(folder, published, before).beam_size != model.beam_size:
         raise SystemExit(f"{folder}: the beam size did not take")
-    summary = {"name": args.name, "beam_size": model.beam_size, "seconds": round(time.time() - t0, 1),
+    summary = {"name": args.name, "beam_size": model.beam_size, "targets_by": args.targets_by, "perceptual": perceptual, "seconds": round(time.time() - t0, 1),
                "target_points": model.target_points, "points": rows}
     print(json.dumps(summary, indent=1))
     return summary

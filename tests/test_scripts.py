@@ -58,3 +58,15 @@ def test_remeasure_sets_the_beam_and_rates_without_touching_weights_or_tables(tm
     assert not torch.equal(loaded.encode(x, "n3").codes, greedy.encode(x, "n3").codes)
     with pytest.raises(SystemExit, match="not a published model"):
         main(["audio-t2", "--beam", "8", "--val", str(val), "--weights-dir", str(weights)])
+
+
+def test_targets_by_pesq_keep_the_points_no_cheaper_point_beats():
+    from codec.hub import load_model
+    from scripts.remeasure_model import perceptual_points
+
+    model = Codec.load(ROOT / "tests" / "golden" / "tiny_audio_model")
+    names = [p.name for p in model.rate_points()]  # n1, n2 by rate
+    assert perceptual_points(model, [{"point": names[0], "pesq": 1.5}, {"point": names[1], "pesq": 1.4}]) == names[:1]
+    assert perceptual_points(model, [{"point": names[0], "pesq": 1.2}, {"point": names[1], "pesq": 1.4}]) == names
+    bundled = load_model("audio-v3")  # its targets come from PESQ with band energies: the lowest point is one
+    assert bundled.target_points[0] == bundled.rate_points()[0].name and len(bundled.target_points) > 10
