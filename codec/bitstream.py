@@ -85,7 +85,7 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 def encode_record(value: dict[str, Any]) -> bytes:
     """A JSON-able object -> its compact binary record (the version-3 header).
 
-    An object is a varint field count, then per field one byte ``key << 3 | type`` (key: the
+    An object is a varint field count, then per field (sorted by name) one byte ``key << 3 | type`` (key: the
     name's index in :data:`RECORD_KEYS`, or 31 and the name as a string after the byte) and the
     value. Types: 0 unsigned integer (varint); 1 a string of :data:`RECORD_SYMBOLS` (varint
     index); 2 string (varint length, UTF-8); 3 list of unsigned integers (varint count,
@@ -104,10 +104,10 @@ def encode_record(value: dict[str, Any]) -> bytes:
 def _object(out: bytearray, obj: dict[str, Any], depth: int) -> None:
     if depth > MAX_RECORD_DEPTH:
         raise ValueError(f"header nests deeper than {MAX_RECORD_DEPTH}")
+    if not all(isinstance(key, str) for key in obj):
+        raise ValueError(f"header keys are strings, not {next(k for k in obj if not isinstance(k, str))!r}")
     out += _varint(len(obj))
-    for key, item in obj.items():
-        if not isinstance(key, str):
-            raise ValueError(f"header keys are strings, not {key!r}")
+    for key, item in sorted(obj.items()):  # canonical: the same object always gives the same bytes
         kind, payload = _value(item, depth)
         index = _KEY_INDEX.get(key)
         if index is None:
