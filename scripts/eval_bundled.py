@@ -27,10 +27,11 @@ DOCS = ROOT / "docs" / "eval"
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
+    # 1.4kbps: the rate of Codec2's 1300 and 1400 bit/s files, so that each Codec2 mode has a request at its own rate
     "audio-v3-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2",
-                        "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                        "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                           "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     # the same without band energies (--no-envelope: the codes alone, as files were before them)
     "audio-v3-no-envelope-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--no-envelope",
                                     "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
