@@ -60,7 +60,7 @@ def perceptual_section(model: Codec, section: list[str], rows: list[dict], clips
         f"rate (measured rate{' plus the band energies' if side else ''}), on {clips} validation speech clips "
         f"(Czech and Dutch, 2-10 s) written{side} and read back (`--targets-by pesq`): "
         f"{', '.join(model.target_points)}. Every point stays usable by name.", "",
-        f"| point | PESQ | STOI |", "|---|---:|---:|",
+        "| point | PESQ | STOI |", "|---|---:|---:|",
     ] + [f"| {r['point']} | {r['pesq']:.3f} | {r['stoi']:.3f} |" for r in rows]
     return lines + section[start + 1:]
 
