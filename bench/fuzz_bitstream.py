@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.bitstream import MAGIC, BitstreamError, _varint, encode_record, read_container, write_container  # noqa: E402
+from codec.bitstream import BitstreamError, _frame, encode_record, read_container, write_container  # noqa: E402
 from codec.files import decompress  # noqa: E402
 from codec.model import Codec  # noqa: E402
 
@@ -83,20 +83,11 @@ def _mutate_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(b)
 
 
-def _container_v3(record: bytes, chunks: list[bytes]) -> bytes:
-    """A version-3 file of raw header-record bytes, with its checksum."""
-    import zlib
-
-    body = MAGIC + bytes([3]) + _varint(len(record)) + record + _varint(len(chunks))
-    body += b"".join(_varint(len(c)) + c for c in chunks)
-    return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "little")
-
-
 def _mutate_reframed(data: bytes, rng: np.random.Generator) -> bytes:
     header, chunks = read_container(data)
     choice = rng.random()
     if choice < 0.25:  # edit the header record's bytes: the record parser sees them
-        return _container_v3(_mutate_bytes(encode_record(header), rng), list(chunks))
+        return _frame(3, _mutate_bytes(encode_record(header), rng), chunks)
     if choice < 0.6:  # edit the header's values, keep it valid JSON
         text = json.dumps(header)
         mutated = _mutate_bytes(text.encode(), rng)

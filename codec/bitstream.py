@@ -174,14 +174,7 @@ def decode_record(data: bytes) -> dict[str, Any]:
 
 
 def _read_uint(r: "_Reader") -> int:
-    n, shift = 0, 0
-    for _ in range(10):
-        byte = r.take(1, "header value")[0]
-        n |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return n
-        shift += 7
-    raise BitstreamError("unreadable header (malformed integer)")
+    return r.varint("integer in the header", 10)
 
 
 def _count(r: "_Reader", each: int = 1) -> int:
@@ -309,9 +302,12 @@ def write_container(header: dict[str, Any], chunks: Sequence[bytes], version: in
         raise ValueError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"{len(chunks)} chunks exceed {MAX_CHUNKS}")
+    return _frame(version, _deflate(head) if version == 2 else head, chunks)
+
+
+def _frame(version: int, head: bytes, chunks: Sequence[bytes]) -> bytes:
+    """The bytes of a file of ``version`` from its header as stored (v2: already compressed) and chunks."""
     size = _U32.pack if version == 1 else _varint
-    if version == 2:
-        head = _deflate(head)
     framed = version < 3  # versions 1 and 2: a CRC-32 after the header and after every chunk
     parts = [MAGIC, bytes([version]), size(len(head)), head]
     parts += [_U32.pack(_crc(head))] if framed else []
@@ -342,10 +338,12 @@ class _Reader:
         return _U32.unpack(self.take(4, what))[0]
 
     def size(self, what: str) -> int:
-        if self.version == 1:
-            return self.u32(what)
+        return self.u32(what) if self.version == 1 else self.varint(what)
+
+    def varint(self, what: str, max_bytes: int = 5) -> int:
+        """An unsigned LEB128 of at most ``max_bytes`` bytes."""
         n, shift = 0, 0
-        for _ in range(5):
+        for _ in range(max_bytes):
             byte = self.take(1, what)[0]
             n |= (byte & 0x7F) << shift
             if not byte & 0x80:

@@ -134,10 +134,13 @@ class BandEnergy:
     def _floor(self, device: torch.device) -> Tensor:
         return (_FLOOR * self._bins * self.block).to(device)[None, :, None]
 
-    def _quantize(self, target: Tensor, decoded: Tensor) -> Tensor:
+    def _ratio_db(self, target: Tensor, decoded: Tensor) -> Tensor:
+        """Band energies ``(B, bands, blocks)`` of the input over the decoded signal's, in dB (floored)."""
         floor = self._floor(target.device)
-        ratio_db = 10 * torch.log10((target + floor) / (decoded + floor))
-        return torch.round(ratio_db / self.step_db).clamp(-self.max_steps, self.max_steps).long()
+        return 10 * torch.log10((target + floor) / (decoded + floor))
+
+    def _quantize(self, target: Tensor, decoded: Tensor) -> Tensor:
+        return torch.round(self._ratio_db(target, decoded) / self.step_db).clamp(-self.max_steps, self.max_steps).long()
 
     def analyse(self, target_energy: Tensor, decoded: Tensor) -> Tensor:
         """Steps ``(B, bands, blocks)`` that bring ``decoded`` ``(B, 1, T)`` toward the band
@@ -158,10 +161,8 @@ class BandEnergy:
     def correct(self, target_energy: Tensor, decoded: Tensor) -> Tensor:
         """``decoded`` with the unquantized gains toward ``target_energy``: differentiable, what the
         coded steps approximate (the synthesis that analysis-by-synthesis refinement optimises)."""
-        floor = self._floor(decoded.device)
-        ratio_db = 10 * torch.log10((target_energy + floor) / (self.energies(decoded) + floor))
         limit = self.max_steps * self.step_db
-        return self._apply_db(decoded, ratio_db.clamp(-limit, limit).float())
+        return self._apply_db(decoded, self._ratio_db(target_energy, self.energies(decoded)).clamp(-limit, limit).float())
 
     def _apply_db(self, decoded: Tensor, gain_db: Tensor) -> Tensor:
         spec = self._stft(decoded)

@@ -126,7 +126,7 @@ def compress_signal(
         return compress_blocks(wav.split(step, dim=-1), source, rate=rate, model=codec, tile=tile, overlap=overlap,
                                beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
     if envelope:
-        raise InputError(f"band-energy side information is for audio; the image model {codec.name or ''} has none".replace("  ", " "))
+        raise InputError(f"band-energy side information is for audio; the image model{' ' + codec.name if codec.name else ''} has none")
     img = x if x.dim() == 4 else x[None]
     source = {"mode": "L" if img.shape[1] == 1 else "RGB", "bit_depth": 8, **(source or {})}
     img = to_model_channels(img.float(), int(getattr(codec.encoder, "in_channels", img.shape[1])))

@@ -911,10 +911,16 @@ class Codec(nn.Module):
         # sized with that measurement, and the chosen point is written (and checked) for real below.
         side_bytes: list[int] = []  # the envelope's bytes in the first file written
         estimated: set[str] = set()
+        coded: dict[str, tuple[list[Tensor], list[bytes]]] = {}  # per point: the tiles' codes and chunks
+
+        def codes_of(p: RatePoint) -> tuple[list[Tensor], list[bytes]]:
+            if p.name not in coded:
+                codes = self._codes(p, tokens, beam_size)
+                coded[p.name] = codes, [self._tile_chunk(c, tile.spatial, p) for c, tile in zip(codes, tokens)]
+            return coded[p.name]
 
         def write(p: RatePoint) -> tuple[bytes, float]:
-            codes = self._codes(p, tokens, beam_size)
-            chunks = [self._tile_chunk(c, tile.spatial, p) for c, tile in zip(codes, tokens)]
+            codes, chunks = codes_of(p)
             data = self._container(p, chunks, grid, shape, metadata)
             if envelope and not side_bytes:
                 energies = [self._envelope_chunk(c, tile, p) for c, tile in zip(codes, tokens)]
@@ -955,7 +961,9 @@ class Codec(nn.Module):
             # the chosen point's real file; should its envelope code larger than the first one's
             # and miss the target, step down with real files
             estimated.discard(point.name)
-            data = self._write_codes(point, self._codes(point, tokens, beam_size), tokens, grid, shape, metadata, envelope=True)
+            codes, chunks = codes_of(point)
+            energies = [self._envelope_chunk(c, tile, point) for c, tile in zip(codes, tokens)]
+            data = self._container(point, chunks, grid, shape, metadata, energies)
             real = self.real_rate(len(data), shape, sample_rate)
             nxt = below(point)
             if fits(real) or nxt is None:
@@ -1020,7 +1028,6 @@ class Codec(nn.Module):
                    metadata: Mapping[str, Any] | None, energies: list[bytes] | None = None) -> bytes:
         """The ``.vqc`` bytes of the tiles' code ``chunks``, each followed by its band-energy chunk
         when ``energies`` are given."""
-        envelope = energies is not None
         if energies is not None:
             chunks = [c for pair in zip(chunks, energies) for c in pair]
         use = self._tables(point)
@@ -1032,7 +1039,7 @@ class Codec(nn.Module):
             "coding": "range" if all(t is not None for t in use) else "packed",
             "tiles": grid.to_header(),
         }
-        if envelope:
+        if energies is not None:
             assert self.envelope is not None
             header["envelope"] = self.envelope.name
         if self.sample_rate is not None:

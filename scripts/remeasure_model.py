@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -91,9 +90,10 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
 
 def speech_clips(model: Codec, val: Path, limit: int) -> list[torch.Tensor]:
     """Up to ``limit`` clips (10 s at most, at least 2 s) of the ``speech*`` folders of ``val``, at the model's rate."""
-    from scripts.bundle_model import _clips
+    from codec.io import AUDIO_SUFFIXES
+    from scripts.bundle_model import _clips, _files
 
-    files = sorted(f for sub in sorted(val.glob("speech*")) for f in sub.rglob("*") if f.suffix.lower() in (".ogg", ".wav", ".flac"))
+    files = [f for sub in sorted(val.glob("speech*")) for f in _files(sub, AUDIO_SUFFIXES, 0)]
     clips = [c for f in files for c in _clips(f, int(model.sample_rate), 10.0)[:1] if c.shape[-1] >= 2 * int(model.sample_rate)]
     return clips[:: max(1, len(clips) // limit)][:limit]
 
@@ -119,12 +119,8 @@ def perceptual_points(model: Codec, rows: list[dict]) -> list[str]:
     target counts: the measured rate plus the default side information's."""
     side = model.envelope_kbps if model.envelope_default else 0.0
     rate = {p.name: p.rate + side for p in model.rate_points()}
-    front, best = [], -math.inf
-    for r in sorted(rows, key=lambda r: (rate[r["point"]], -r["pesq"])):
-        if r["pesq"] > best:
-            front.append(r["point"])
-            best = r["pesq"]
-    return front
+    return pareto_points([{"point": r["point"], "measured": rate[r["point"]], "q1": r["pesq"]} for r in rows],
+                         higher_is_better=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
