@@ -434,7 +434,8 @@ class Codec(nn.Module):
             x_hat=x_hat, loss=loss, metrics=metrics, codes=codes, recon_target=y, recon=recon, extra_recons=extra
         )
 
-    def frozen_codes_forward(self, x: Tensor, rate: str | RatePoint, decoder: nn.Module | None = None) -> CodecOutput:
+    def frozen_codes_forward(self, x: Tensor, rate: str | RatePoint, decoder: nn.Module | None = None,
+                             through_envelope: bool = False) -> CodecOutput:
         """Decoder fine-tuning pass: ``x`` ``(B, C, *spatial)`` -> :class:`CodecOutput`.
 
         The encoder and quantizer run without gradient exactly as :meth:`encode` does (the model's
@@ -444,16 +445,25 @@ class Codec(nn.Module):
         (Stable Diffusion's decoder-only fine-tuning of its autoencoder, ``sd-vae-ft-mse``, is the
         same idea). ``decoder``: the module that runs the decoder (default :attr:`decoder`; a
         DDP wrapper of it in distributed training). ``loss`` holds ``recon`` only.
+
+        ``through_envelope`` (audio models with an envelope): ``extra_recons["@env"]`` is the
+        decoder output after the band-energy correction the decoder applies to files that carry
+        band energies (:meth:`codec.envelope.BandEnergy.correct`, unquantized and differentiable),
+        so losses on it train the decoder for what those files sound like, beside the raw output.
         """
         point = self.select_rate(rate)
+        if through_envelope and self.envelope is None:
+            raise ValueError("through_envelope needs a model with band energies (an audio model's envelope)")
         with torch.no_grad():
             y, tokens, spatial, info = self._prepared_tokens(x)
             codes = self._quantize(tokens, spatial, info, point).codes
             latent_q = self._quantized_latent(codes, spatial, point)
+            energy = self.envelope.energies(y) if through_envelope else None  # type: ignore[union-attr]
         recon = (decoder if decoder is not None else self.decoder)(latent_q)
+        extra = {"@env": self.envelope.correct(energy, recon)} if energy is not None else {}  # type: ignore[union-attr]
         return CodecOutput(
             x_hat=self.encoder.restore(recon, info), loss={"recon": reconstruction_loss(y, recon, self.recon_loss)},
-            metrics={}, codes=codes, recon_target=y, recon=recon,
+            metrics={}, codes=codes, recon_target=y, recon=recon, extra_recons=extra,
         )
 
     # -- inference --------------------------------------------------------------------------------

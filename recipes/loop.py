@@ -90,6 +90,12 @@ class TrainConfig:
     # "all", or "decoder": the decoder alone trains, on the codes the frozen encoder and quantizer
     # write (Codec.frozen_codes_forward), so codes, entropy tables and rates stay those of init_model
     train_parts: str = "all"
+    # decoder fine-tuning of an audio model with band energies: the signal losses also score the
+    # decoder output after the energy correction files with band energies get (tagged "@env")
+    through_envelope: bool = False
+    # with through_envelope: the weight of the signal losses on the raw decoder output (0: only the
+    # corrected output is scored; the "l1" term stays on the raw output)
+    raw_signal_weight: float = 1.0
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
@@ -103,6 +109,10 @@ class TrainConfig:
             raise ValueError(f"train_parts must be 'all' or 'decoder', got {self.train_parts!r}")
         if self.train_parts == "decoder" and not self.init_model:
             raise ValueError("train_parts='decoder' fine-tunes a published model's decoder: set init_model")
+        if self.through_envelope and self.train_parts != "decoder":
+            raise ValueError("through_envelope trains a published model's decoder: set train_parts='decoder'")
+        if self.raw_signal_weight < 0 or (self.raw_signal_weight != 1.0 and not self.through_envelope):
+            raise ValueError("raw_signal_weight must be >= 0 and weighs the raw output beside through_envelope only")
 
 
 @dataclass
@@ -139,16 +149,22 @@ def parse_recipe_args(description: str, presets: Mapping[str, Any], argv: list[s
     return ap.parse_args(argv)
 
 
+def _raq_tag(name: str) -> bool:
+    """Whether ``name`` carries the tag of a RAQ pass with an adapted codebook ("mel@k37")."""
+    tag = name.partition("@")[2]
+    return tag[:1] == "k" and tag[1:].isdigit()
+
+
 def _log_values(terms: Mapping[str, Tensor], metrics: Mapping[str, Tensor]) -> dict[str, float]:
     """Loss terms and chosen metrics; tags of multi-rate passes ("mel@k37") vary per step, so
-    they are logged under a stable name ("mel@adapted")."""
+    they are logged under a stable name ("mel@adapted"); other tags ("mel@env") stay."""
     values: dict[str, float] = {}
     for k, v in terms.items():
-        key = k.split("@")[0] + "@adapted" if "@" in k else k
+        key = k.split("@")[0] + "@adapted" if _raq_tag(k) else k
         values[key] = values.get(key, 0.0) + float(v.detach())
     for k, v in metrics.items():
         if k.split("@")[0] in LOGGED_METRICS:
-            values[k.split("@")[0] + ("@adapted" if "@" in k else "")] = float(v)
+            values[k.split("@")[0] + "@adapted" if _raq_tag(k) else k] = float(v)
     return values
 
 
@@ -243,7 +259,8 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
         adv_on = disc is not None and step >= cfg.adv_start
         point = points[int(torch.randint(len(points), ()))] if decoder_only else None
         with torch.autocast(**autocast):
-            res: CodecOutput = model.frozen_codes_forward(x, point, train_model) if decoder_only else train_model(x)
+            res: CodecOutput = (model.frozen_codes_forward(x, point, train_model, cfg.through_envelope)
+                                if decoder_only else train_model(x))
             target = res.recon_target.float()
             terms: dict[str, Tensor] = {}
             for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes
@@ -252,7 +269,9 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
                 else:
                     terms[name] = cfg.quantizer_weight * value
             for tag, recon in {"": res.recon, **res.extra_recons}.items():
-                terms.update({name + tag: value for name, value in signal_losses(target, recon.float()).items()})
+                weight = cfg.raw_signal_weight if tag == "" else 1.0  # 1 unless through_envelope
+                if weight > 0:
+                    terms.update({name + tag: weight * value for name, value in signal_losses(target, recon.float()).items()})
             if adv_on:
                 fake_in, real_in = hooks.to_discriminator(res.recon.float()), hooks.to_discriminator(target)
                 logits_fake, feats_fake = train_disc(fake_in)

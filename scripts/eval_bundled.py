@@ -32,6 +32,13 @@ EVALS: dict[str, list[str]] = {
                         "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
                            "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+    # audio-v4 (the default): audio-v3's codes with a decoder fine-tuned through the band-energy correction
+    "audio-v4-speech": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2",
+                        "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+    "audio-v4-telephone": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2", "--sample-rate", "8000",
+                           "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+    "audio-v4-music": ["data/eval/music", "-m", "audio-v4", "--max-seconds", "20", "--baselines", "opus",
+                       "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
     # the same without band energies (--no-envelope: the codes alone, as files were before them)
     "audio-v3-no-envelope-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--no-envelope",
                                     "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],

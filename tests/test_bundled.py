@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import codec
 from cli.app import app
+from codec.bitstream import read_container
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256, list_models
 
 INDEX = json.loads((BUNDLED_DIR / INDEX_FILE).read_text()) if (BUNDLED_DIR / INDEX_FILE).is_file() else {"models": {}, "default": {}}
@@ -61,3 +62,23 @@ def test_models_command_lists_the_bundled_models():
     for name in NAMES:
         assert listed[name]["source"] == "bundled"
     assert {e.name for e in list_models() if e.default} == set(INDEX["default"].values())
+
+
+@pytest.mark.skipif(not {"audio-v3", "audio-v4"} <= set(NAMES), reason="needs audio-v3 and audio-v4")
+def test_audio_v4_writes_the_codes_of_audio_v3_and_decodes_them_its_own_way():
+    # audio-v4 is audio-v3 with a fine-tuned decoder: the same encoder, quantizer, beam and
+    # entropy tables, so the same payload bytes at every point; only what they decode to differs
+    v3, v4 = codec.load_model("audio-v3"), codec.load_model("audio-v4")
+    dec3, dec4 = dict(v3.decoder.state_dict()), dict(v4.decoder.state_dict())
+    others3 = {k: v for k, v in v3.state_dict().items() if not k.startswith("decoder.")}
+    others4 = {k: v for k, v in v4.state_dict().items() if not k.startswith("decoder.")}
+    assert others3.keys() == others4.keys() and all(torch.equal(others3[k], others4[k]) for k in others3)
+    assert any(not torch.equal(dec3[k], dec4[k]) for k in dec3)
+    assert v3.measured_rates == pytest.approx(v4.measured_rates, rel=1e-3)
+    torch.manual_seed(0)
+    t = torch.arange(24000) / 24000
+    x = (0.3 * torch.sin(2 * torch.pi * 180 * t) + 0.01 * torch.randn(t.shape))[None, None]
+    for point in ("k64-n1", "k256-n4", "k1024-n16"):
+        a = v3.compress_detailed(x, point, envelope=False).data
+        b = v4.compress_detailed(x, point, envelope=False).data
+        assert read_container(a)[1] == read_container(b)[1]

@@ -237,3 +237,25 @@ def test_a_short_input_that_cannot_hold_the_energies_at_its_target_gets_the_code
     out = codec.compress_detailed(x, request)
     assert out.real_rate <= sizes["n1"] * 1.001 and "envelope" not in read_container(out.data)[0]
     assert any("codes alone" in n for n in out.notes)
+
+
+def test_decoder_fine_tuning_through_the_energy_correction():
+    codec = codec_with_envelope()
+    x = speechlike(0.6)
+    out = codec.frozen_codes_forward(x, "n2", through_envelope=True)
+    corrected = out.extra_recons["@env"]
+    assert corrected.shape == out.recon.shape
+    # the correction brings the decoded band energies to the input's (within its +-24 dB)
+    env, target = codec.envelope, out.recon_target
+    err_raw = (env._ratio_db(env.energies(target), env.energies(out.recon.detach()))).abs().mean()
+    err_env = (env._ratio_db(env.energies(target), env.energies(corrected.detach()))).abs().mean()
+    assert err_env < 0.5 * err_raw
+    # the decoder alone gets gradient through it
+    codec.zero_grad(set_to_none=True)
+    corrected.abs().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in codec.decoder.parameters())
+    assert all(p.grad is None for n, p in codec.named_parameters() if not n.startswith("decoder."))
+    assert "@env" not in codec.frozen_codes_forward(x, "n2").extra_recons
+    codec.envelope = None
+    with pytest.raises(ValueError, match="through_envelope needs"):
+        codec.frozen_codes_forward(x, "n2", through_envelope=True)

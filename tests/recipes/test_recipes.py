@@ -261,3 +261,28 @@ def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_pa
         recipe.main(["--config", "raq-debug", "--set", "train_parts=decoder", "--out", str(tmp_path / "x")])
     with pytest.raises(RuntimeError, match="inference only"):  # its quantizer cannot train
         recipe.main(["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--out", str(tmp_path / "y")])
+    with pytest.raises(ValueError, match="set train_parts='decoder'"):
+        recipe.main(["--config", "raq-debug", "--set", "through_envelope=true", "--out", str(tmp_path / "z")])
+    with pytest.raises(ValueError, match="raw_signal_weight"):
+        recipe.main(["--config", "raq-debug", "--set", "raw_signal_weight=0", "--out", str(tmp_path / "w")])
+
+
+def test_decoder_fine_tuning_through_the_band_energy_correction(tmp_path):
+    export = audio_codec.main(["--config", "raq-debug", "--out", str(tmp_path / "base")])
+    source = Codec.load(export)
+    source.strip_training_state()
+    source.fit_entropy_tables([torch.rand(1, 1, 4000) * 2 - 1], contexts=False)
+    source.save(tmp_path / "published", name="model-t1")
+    config_path = tmp_path / "published" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "envelope": {"name": "band-energy", "kwargs": {}}}))
+    args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
+            "--set", "through_envelope=true", "--set", "steps=2", "--set", "log_every=1", "--set", "val_every=2"]
+    audio_codec.main([*args, "--out", str(tmp_path / "both")])
+    audio_codec.main([*args, "--set", "raw_signal_weight=0", "--out", str(tmp_path / "env")])
+    both = [r for r in read_log(tmp_path / "both") if r["split"] == "train"]
+    env = [r for r in read_log(tmp_path / "env") if r["split"] == "train"]
+    assert all(r["mel"] and r["mel@env"] for r in both)  # the raw and the corrected output are scored
+    assert all(r["mel@env"] and not r.get("mel") for r in env)  # only the corrected one
+    # the same first step, less the raw output's mel term
+    assert float(env[0]["loss"]) == pytest.approx(float(both[0]["loss"]) - float(both[0]["mel"]), rel=1e-5)
