@@ -149,7 +149,7 @@ PRESETS["cpu-v4"] = replace(
 # is trained for what those files sound like. Measured on 12 validation speech clips with band
 # energies, PESQ against audio-v3: +0.006 / +0.012 / +0.023 / +0.036 at k256-n1 / k1024-n2 /
 # k256-n4 / k256-n8; scoring the raw output too (raw_signal_weight=1) gave about half of that
-# (+0.004 / +0.007 / +0.011 / +0.022). 1,200 steps, ~27 min on a 2-core CPU.
+# (+0.004 / +0.007 / +0.011 / +0.022). 1,200 steps, 22 min on a 2-core CPU.
 PRESETS["cpu-v5"] = replace(
     PRESETS["cpu-v4"], out="runs/audio_cpu_v5", through_envelope=True, raw_signal_weight=0.0, steps=1200,
     val_every=600, checkpoint_every=300,
