@@ -452,15 +452,15 @@ class Codec(nn.Module):
         so losses on it train the decoder for what those files sound like, beside the raw output.
         """
         point = self.select_rate(rate)
-        if through_envelope and self.envelope is None:
+        env = self.envelope if through_envelope else None
+        if through_envelope and env is None:
             raise ValueError("through_envelope needs a model with band energies (an audio model's envelope)")
         with torch.no_grad():
             y, tokens, spatial, info = self._prepared_tokens(x)
             codes = self._quantize(tokens, spatial, info, point).codes
             latent_q = self._quantized_latent(codes, spatial, point)
-            energy = self.envelope.energies(y) if through_envelope else None  # type: ignore[union-attr]
         recon = (decoder if decoder is not None else self.decoder)(latent_q)
-        extra = {"@env": self.envelope.correct(energy, recon)} if energy is not None else {}  # type: ignore[union-attr]
+        extra = {"@env": env.correct(env.energies(y), recon)} if env is not None else {}
         return CodecOutput(
             x_hat=self.encoder.restore(recon, info), loss={"recon": reconstruction_loss(y, recon, self.recon_loss)},
             metrics={}, codes=codes, recon_target=y, recon=recon, extra_recons=extra,
@@ -929,12 +929,16 @@ class Codec(nn.Module):
                 coded[p.name] = codes, [self._tile_chunk(c, tile.spatial, p) for c, tile in zip(codes, tokens)]
             return coded[p.name]
 
-        def write(p: RatePoint) -> tuple[bytes, float]:
+        def with_energies(p: RatePoint) -> bytes:
+            """The real file of ``p`` with its band energies (its codes decoded to measure them)."""
             codes, chunks = codes_of(p)
-            data = self._container(p, chunks, grid, shape, metadata)
+            energies = [self._envelope_chunk(c, tile, p) for c, tile in zip(codes, tokens)]
+            return self._container(p, chunks, grid, shape, metadata, energies)
+
+        def write(p: RatePoint) -> tuple[bytes, float]:
+            data = self._container(p, codes_of(p)[1], grid, shape, metadata)
             if envelope and not side_bytes:
-                energies = [self._envelope_chunk(c, tile, p) for c, tile in zip(codes, tokens)]
-                full = self._container(p, chunks, grid, shape, metadata, energies)
+                full = with_energies(p)
                 side_bytes.append(len(full) - len(data))
                 return full, self.real_rate(len(full), shape, sample_rate)
             if envelope:
@@ -971,9 +975,7 @@ class Codec(nn.Module):
             # the chosen point's real file; should its envelope code larger than the first one's
             # and miss the target, step down with real files
             estimated.discard(point.name)
-            codes, chunks = codes_of(point)
-            energies = [self._envelope_chunk(c, tile, point) for c, tile in zip(codes, tokens)]
-            data = self._container(point, chunks, grid, shape, metadata, energies)
+            data = with_energies(point)
             real = self.real_rate(len(data), shape, sample_rate)
             nxt = below(point)
             if fits(real) or nxt is None:

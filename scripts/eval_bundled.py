@@ -23,33 +23,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "eval"
 
+# the requests of the speech evaluations; 1.4kbps is the rate of Codec2's 1300 and 1400 bit/s
+# files, so that each Codec2 mode has a request at its own rate (the reports made before it lack it)
+SPEECH_RATES = "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
+EARLIER_SPEECH_RATES = "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
+MUSIC_RATES = "1.5kbps,3kbps,6kbps,12kbps"
+
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
-    # 1.4kbps: the rate of Codec2's 1300 and 1400 bit/s files, so that each Codec2 mode has a request at its own rate
     "audio-v3-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2",
-                        "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                        "--rates", SPEECH_RATES],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                           "--rates", SPEECH_RATES],
     # audio-v4 (the default): audio-v3's codes with a decoder fine-tuned through the band-energy correction
     "audio-v4-speech": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2",
-                        "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                        "--rates", SPEECH_RATES],
     "audio-v4-telephone": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                           "--rates", SPEECH_RATES],
     "audio-v4-music": ["data/eval/music", "-m", "audio-v4", "--max-seconds", "20", "--baselines", "opus",
-                       "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+                       "--rates", MUSIC_RATES],
     # the same without band energies (--no-envelope: the codes alone, as files were before them)
     "audio-v3-no-envelope-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--no-envelope",
-                                    "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                                    "--rates", EARLIER_SPEECH_RATES],
     "audio-v3-no-envelope-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate",
-                                       "8000", "--no-envelope", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                                       "8000", "--no-envelope", "--rates", EARLIER_SPEECH_RATES],
     # the encoder's analysis-by-synthesis refinement (--refine 10: about 4 s of one CPU core per second of
     # audio), on 16 of the files, each beside the same 16 files unrefined; measured before band energies
     "audio-v3-refined-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
-                                "--refine", "10", "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                                "--refine", "10", "--rates", EARLIER_SPEECH_RATES],
     "audio-v3-speech-16": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
-                           "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"],
+                           "--rates", EARLIER_SPEECH_RATES],
     "audio-v3-refined-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--max-files", "16", "--no-envelope",
                                    "--sample-rate", "8000", "--refine", "10",
                                    "--rates", "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps"],
@@ -58,9 +63,9 @@ EVALS: dict[str, list[str]] = {
     "image-v2-refined-photos": ["data/eval/images", "-m", "image-v2", "--refine", "10",
                                 "--rates", "k64-n1,k256-n1,k256-n2,k256-n3"],
     "audio-v3-music": ["data/eval/music", "-m", "audio-v3", "--max-seconds", "20", "--baselines", "opus",
-                       "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+                       "--rates", MUSIC_RATES],
     "audio-v3-no-envelope-music": ["data/eval/music", "-m", "audio-v3", "--max-seconds", "20", "--baselines", "opus",
-                                   "--no-envelope", "--rates", "1.5kbps,3kbps,6kbps,12kbps"],
+                                   "--no-envelope", "--rates", MUSIC_RATES],
 }
 
 

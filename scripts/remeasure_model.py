@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
+from codec.io import AUDIO_SUFFIXES  # noqa: E402
 from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec, config_text  # noqa: E402
-from scripts.bundle_model import measure, pareto_points, rate_section, signals  # noqa: E402
+from scripts.bundle_model import _clips, _files, measure, pareto_points, rate_section, signals  # noqa: E402
 
 CARD = "MODEL_CARD.md"
 SECTION = "## Rate points"
@@ -90,9 +91,6 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
 
 def speech_clips(model: Codec, val: Path, limit: int) -> list[torch.Tensor]:
     """Up to ``limit`` clips (10 s at most, at least 2 s) of the ``speech*`` folders of ``val``, at the model's rate."""
-    from codec.io import AUDIO_SUFFIXES
-    from scripts.bundle_model import _clips, _files
-
     files = [f for sub in sorted(val.glob("speech*")) for f in _files(sub, AUDIO_SUFFIXES, 0)]
     clips = [c for f in files for c in _clips(f, int(model.sample_rate), 10.0)[:1] if c.shape[-1] >= 2 * int(model.sample_rate)]
     return clips[:: max(1, len(clips) // limit)][:limit]
@@ -169,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     (folder / (CARD + ".tmp")).replace(folder / CARD)
     if reload_unchanged(folder, published, before).beam_size != model.beam_size:
         raise SystemExit(f"{folder}: the beam size did not take")
-    summary = {"name": args.name, "beam_size": model.beam_size, "targets_by": args.targets_by, "perceptual": perceptual, "seconds": round(time.time() - t0, 1),
-               "target_points": model.target_points, "points": rows}
+    summary = {"name": args.name, "beam_size": model.beam_size, "targets_by": args.targets_by, "perceptual": perceptual,
+               "seconds": round(time.time() - t0, 1), "target_points": model.target_points, "points": rows}
     print(json.dumps(summary, indent=1))
     return summary
 

@@ -225,17 +225,23 @@ def test_raq_reproduction_debug_trains_every_model_and_writes_the_tables(tmp_pat
     assert (out / "raq" / "export" / "model.safetensors").stat().st_mtime == mtime
 
 
+def publish_debug_model(recipe, tmp_path, x, beam_size=None):
+    """A published, inference-only RAQ model of ``recipe`` with entropy tables fitted on ``x``
+    (what users download), in ``tmp_path / "published"``."""
+    source = Codec.load(recipe.main(["--config", "raq-debug", "--out", str(tmp_path / "base")]))
+    source.strip_training_state()
+    source.fit_entropy_tables([x], contexts=False)
+    if beam_size is not None:
+        source.beam_size = beam_size
+    source.save(tmp_path / "published", name="model-t1")
+    return tmp_path / "published"
+
+
 @pytest.mark.parametrize("recipe", [image_codec, audio_codec])
 def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_path):
     # a published, inference-only RAQ model with entropy tables and a beam: what users download
-    export = recipe.main(["--config", "raq-debug", "--out", str(tmp_path / "base")])
-    source = Codec.load(export)
-    source.strip_training_state()
     x = torch.rand(1, 3, 32, 40) if recipe is image_codec else torch.rand(1, 1, 4000) * 2 - 1
-    source.fit_entropy_tables([x], contexts=False)
-    source.beam_size = 2
-    source.save(tmp_path / "published", name="model-t1")
-    published = Codec.load(tmp_path / "published")
+    published = Codec.load(publish_debug_model(recipe, tmp_path, x, beam_size=2))
     assert published.inference_only
     args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
             "--set", "steps=4", "--set", "val_every=2", "--set", "recon_loss=l2"]
@@ -268,12 +274,7 @@ def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_pa
 
 
 def test_decoder_fine_tuning_through_the_band_energy_correction(tmp_path):
-    export = audio_codec.main(["--config", "raq-debug", "--out", str(tmp_path / "base")])
-    source = Codec.load(export)
-    source.strip_training_state()
-    source.fit_entropy_tables([torch.rand(1, 1, 4000) * 2 - 1], contexts=False)
-    source.save(tmp_path / "published", name="model-t1")
-    config_path = tmp_path / "published" / "config.json"
+    config_path = publish_debug_model(audio_codec, tmp_path, torch.rand(1, 1, 4000) * 2 - 1) / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "envelope": {"name": "band-energy", "kwargs": {}}}))
     args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
