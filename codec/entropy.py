@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["FrequencyTable", "encode_symbols", "decode_symbols", "encode_columns", "decode_columns", "encode_tile", "decode_tile", "packed_bits", "PACKED", "RANGE", "CONTEXT",
-           "ContextTable", "ColumnContexts", "cluster_contexts", "fit_column_contexts", "encode_context_columns", "decode_context_columns"]
+           "ContextTable", "ColumnContexts", "cluster_contexts", "fit_column_contexts", "encode_context_columns", "decode_context_columns",
+           "DEPTH_RANGE", "DEPTH_CONTEXT", "depths_of", "encode_depth_columns", "decode_depth_columns"]
 
 MAX_SYMBOLS = 1 << 28  # a hard bound on symbols in one call, checked before allocating
 
@@ -216,7 +218,7 @@ def decode_columns(
     return out
 
 
-PACKED, RANGE = 0, 1  # the tag byte that starts a tile's payload
+PACKED, RANGE = 0, 1  # the tag byte that starts a tile's payload (CONTEXT, DEPTH_RANGE and DEPTH_CONTEXT below)
 
 
 def encode_tile(
@@ -229,7 +231,19 @@ def encode_tile(
     Range coding wins on data like the tables' training data; on data far from it (a rare
     code can cost more than ``log2 K`` bits), bit packing caps the payload at the nominal
     bits, so a tile never costs more than ``ceil(count * sum(log2 K) / 8) + 1`` bytes.
+
+    Columns whose positions leave out their last levels (``-1``, a variable depth) need
+    ``tables`` and ``grid``: they are range-coded with their depths (:func:`encode_depth_columns`),
+    with or without the context tables, whichever is smaller.
     """
+    a = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns)
+    if a.size and a.min() < 0:
+        if tables is None or grid is None:
+            raise ValueError("codes of a variable depth (-1 entries) need frequency tables and the code grid")
+        best = bytes([DEPTH_RANGE]) + encode_depth_columns(a, grid, sizes, tables)
+        if contexts is not None and any(c is not None for c in contexts):
+            best = min(best, bytes([DEPTH_CONTEXT]) + encode_depth_columns(a, grid, sizes, tables, contexts), key=len)
+        return best
     packed = bytes([PACKED]) + encode_columns(columns, sizes, None)
     if tables is None:
         return packed
@@ -256,6 +270,12 @@ def decode_tile(
         if math.prod(grid) != count:
             raise ValueError(f"grid {grid} does not hold {count} positions")
         return decode_context_columns(body, grid, sizes, tables, contexts)
+    if tag in (DEPTH_RANGE, DEPTH_CONTEXT) and tables is not None and grid is not None:
+        if math.prod(grid) != count:
+            raise ValueError(f"grid {grid} does not hold {count} positions")
+        if tag == DEPTH_CONTEXT and contexts is None:
+            raise ValueError("payload coded with context tables, but the model has none")
+        return decode_depth_columns(body, grid, sizes, tables, contexts if tag == DEPTH_CONTEXT else None)
     raise ValueError(f"unknown payload coding tag {tag}")
 
 
@@ -271,6 +291,9 @@ def min_tile_bits(
         return sum(marginal(t) for t in tables)
     if data and data[0] == CONTEXT and tables is not None and contexts is not None:
         return sum(marginal(t) if c is None else c.min_bits() for t, c in zip(tables, contexts))
+    if data and data[0] in (DEPTH_RANGE, DEPTH_CONTEXT) and tables is not None:
+        # a position may code no level at all: only its depth symbol is bounded below
+        return -math.log2(1 - len(sizes) / DEPTH_COUNT_LIMIT)
     return float(sum(packed_bits(k) for k in sizes))
 
 
@@ -563,31 +586,54 @@ def encode_context_columns(
     """
     import constriction
 
+    a = _checked_columns(columns, grid, sizes, allow_absent=False)
+    _check_contexts(contexts, sizes, grid)
+    if a.shape[0] == 0:
+        return b""
+    enc = constriction.stream.queue.RangeEncoder()
+    _encode_grid_columns(enc, a, grid, tables, contexts, None)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def _checked_columns(columns: np.ndarray | Tensor, grid: tuple[int, ...], sizes: list[int], allow_absent: bool) -> np.ndarray:
+    """``columns`` as int64 ``(prod(grid), n)``, every symbol in its column's range (or ``-1``
+    for a level a position leaves out, where ``allow_absent``)."""
     a = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns).astype(np.int64)
     count = math.prod(grid)
     if a.ndim != 2 or a.shape != (count, len(sizes)):
         raise ValueError(f"columns must be ({count}, {len(sizes)}), got {a.shape}")
+    low = -1 if allow_absent else 0
     for c, k in enumerate(sizes):
-        if count and (a[:, c].min() < 0 or a[:, c].max() >= k):
+        if count and (a[:, c].min() < low or a[:, c].max() >= k):
             raise ValueError(f"column {c}: symbols out of range [0, {k})")
-    _check_contexts(contexts, sizes, grid)
-    if count == 0:
-        return b""
-    g = a.reshape(*grid, len(sizes))
+    return a
+
+
+def _encode_grid_columns(enc: Any, a: np.ndarray, grid: tuple[int, ...], tables: list[FrequencyTable],
+                         contexts: list[ColumnContexts | None], depths: np.ndarray | None) -> None:
+    """Code the columns ``a`` ``(prod(grid), n)`` into ``enc``; with ``depths`` ``(prod(grid),)``,
+    column ``c`` only at the positions deeper than ``c`` (a context there without it: "none")."""
+    import constriction
+
+    count = a.shape[0]
+    g = a.reshape(*grid, a.shape[1])
     order, _, _ = _wavefront(grid)
-    enc = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
     for c, (table, cc) in enumerate(zip(tables, contexts)):
         if cc is None:
-            enc.encode(a[:, c].astype(np.int32), _model(table))
+            sym = a[:, c] if depths is None else a[depths > c, c]
+            enc.encode(sym.astype(np.int32), _model(table))
             continue
-        ctx = {src: context_symbols(g, c, src, t.num_contexts).reshape(-1)[order] for src, t in cc.tables.items()}
-        sym = a[order, c]
-        step = max(1, MAX_CONTEXT_PROBS // sizes[c])
-        for i in range(0, count, step):
+        pos = order if depths is None else order[depths[order] > c]
+        ctx = {}
+        for src, t in cc.tables.items():
+            v = context_symbols(g, c, src, t.num_contexts).reshape(-1)[pos]
+            ctx[src] = np.where(v < 0, t.num_contexts, v)  # a neighbour without this level
+        sym = a[pos, c]
+        step = max(1, MAX_CONTEXT_PROBS // table.num_symbols)
+        for i in range(0, pos.size, step):
             probs = cc.probs({s: v[i : i + step] for s, v in ctx.items()})
             enc.encode(sym[i : i + step].astype(np.int32), family, probs)
-    return enc.get_compressed().astype("<u4").tobytes()
 
 
 def decode_context_columns(
@@ -595,6 +641,14 @@ def decode_context_columns(
     contexts: list[ColumnContexts | None],
 ) -> np.ndarray:
     """Inverse of :func:`encode_context_columns` -> ``(prod(grid), n)`` int64; ``ValueError`` if corrupt."""
+    return _decode_stream(data, grid, sizes, tables, contexts, depth_levels=None)
+
+
+def _decode_stream(data: bytes, grid: tuple[int, ...], sizes: list[int], tables: list[FrequencyTable],
+                   contexts: list[ColumnContexts | None], depth_levels: int | None) -> np.ndarray:
+    """The columns of a range-coded stream of a ``grid``; with ``depth_levels`` (``n``), the
+    stream starts with every position's depth (:func:`encode_depth_columns`) and the levels a
+    position leaves out come back as ``-1``."""
     import constriction
 
     count = math.prod(grid)
@@ -615,16 +669,24 @@ def decode_context_columns(
     bounds = np.concatenate([[0], np.cumsum(fronts)])
     strides = np.array([math.prod(grid[a + 1 :]) for a in range(len(grid))], dtype=np.int64)
     try:
+        depths = None if depth_levels is None else _decode_depths(dec, family, grid, depth_levels)
+        if depths is not None:
+            flat[np.arange(len(sizes))[None, :] >= depths[:, None]] = -1
         for c, (table, cc) in enumerate(zip(tables, contexts)):
             if cc is None:
-                flat[:, c] = np.asarray(dec.decode(_model(table), count))
+                rows = slice(None) if depths is None else depths > c
+                flat[rows, c] = np.asarray(dec.decode(_model(table), count if depths is None else int(rows.sum())))
                 continue
             # context symbols are decoded symbols of this column or the previous one, in range by
             # construction (the tables were checked against ``sizes``); checked once per column
-            if "level" in cc.tables and (flat[:, c - 1].min() < 0 or flat[:, c - 1].max() > cc.tables["level"].num_contexts):
+            if "level" in cc.tables and (flat[:, c - 1].min() < -1 or flat[:, c - 1].max() > cc.tables["level"].num_contexts):
                 raise ValueError("context out of range")
             for w in range(len(fronts)):
                 pos = order[bounds[w] : bounds[w + 1]]
+                if depths is not None:
+                    pos = pos[depths[pos] > c]
+                    if pos.size == 0:
+                        continue
                 ctx = {}
                 for src, t in cc.tables.items():
                     if src == "level":
@@ -634,16 +696,118 @@ def decode_context_columns(
                         has = idx[axis, pos] > 0
                         v = np.full(pos.size, t.num_contexts, dtype=np.int64)
                         v[has] = flat[pos[has] - strides[axis], c]
-                        ctx[src] = v
+                        ctx[src] = np.where(v < 0, t.num_contexts, v)
                 flat[pos, c] = np.asarray(dec.decode(family, cc.probs(ctx)))
     except ValueError:
         raise
     except Exception as err:  # constriction reports a corrupt stream as a generic error
         raise ValueError(f"corrupt range-coded payload ({err})") from None
     for c, k in enumerate(sizes):
-        if flat[:, c].min() < 0 or flat[:, c].max() >= k:
+        if flat[:, c].min() < (0 if depth_levels is None else -1) or flat[:, c].max() >= k:
             raise ValueError("decoded symbols out of range: corrupt payload")
     return flat
+
+
+# -- variable depth ----------------------------------------------------------------------------
+#
+# A residual code grid may stop at a different level at every position: position ``i`` codes
+# levels ``0 .. depth[i] - 1`` and leaves out the rest (``-1`` in the columns), so a rate target
+# can spend its bits where they reduce distortion most (the depth allocation of
+# :meth:`codec.model.Codec.compress_detailed`). Such a payload codes the depths first, one
+# symbol in ``[0, n]`` per position in flat order under an adaptive model: integer counts per
+# context (the depth one step back along the last axis; "none" at the start of a row), each
+# starting at 1, raised by :data:`DEPTH_INCREMENT` after every symbol and halved when a row's
+# total passes :data:`DEPTH_COUNT_LIMIT`, so encoder and decoder derive the same probabilities
+# from integers alone. Every column follows at the positions that have it, as in
+# :func:`encode_context_columns`; a context at a neighbour without that level is "none".
+
+DEPTH_RANGE, DEPTH_CONTEXT = 3, 4  # tile payload tags: variable depth, columns under frequency / context tables
+DEPTH_INCREMENT = 2
+DEPTH_COUNT_LIMIT = 1 << 10  # a row's total stays at most this: the most likely depth costs >= ~n/1024/ln 2 bits
+
+
+def depths_of(columns: np.ndarray | Tensor) -> np.ndarray:
+    """Codes ``(count, n)`` with ``-1`` for the levels a position leaves out -> depths ``(count,)``.
+
+    ``ValueError`` unless every position leaves out only its last levels.
+    """
+    a = np.asarray(columns.cpu() if isinstance(columns, Tensor) else columns).astype(np.int64)
+    if a.ndim != 2:
+        raise ValueError(f"columns must be (count, n), got {a.shape}")
+    present = a >= 0
+    depths = present.sum(1)
+    if not np.array_equal(present, np.arange(a.shape[1])[None, :] < depths[:, None]):
+        raise ValueError("a position may only leave out its last levels (a -1 followed by a code)")
+    return depths
+
+
+def _depth_contexts(grid: tuple[int, ...]) -> np.ndarray:
+    """Per flat position, whether the position before it in flat order is its predecessor along the last axis."""
+    count = math.prod(grid)
+    return (np.arange(count) % grid[-1]) > 0 if count else np.zeros(0, dtype=bool)
+
+
+def _depth_row_update(counts: np.ndarray, row: int, symbol: int) -> None:
+    counts[row, symbol] += DEPTH_INCREMENT
+    if counts[row].sum() > DEPTH_COUNT_LIMIT:
+        counts[row] = (counts[row] + 1) // 2
+
+
+def _encode_depths(enc: Any, family: Any, depths: np.ndarray, grid: tuple[int, ...], levels: int) -> None:
+    counts = np.ones((levels + 2, levels + 1), dtype=np.int64)  # row levels + 1: no predecessor
+    follows = _depth_contexts(grid)
+    probs = np.empty((depths.size, levels + 1), dtype=np.float64)
+    for i, d in enumerate(depths.tolist()):
+        row = depths[i - 1] if follows[i] else levels + 1
+        probs[i] = counts[row] / counts[row].sum()
+        _depth_row_update(counts, row, d)
+    enc.encode(depths.astype(np.int32), family, probs)
+
+
+def _decode_depths(dec: Any, family: Any, grid: tuple[int, ...], levels: int) -> np.ndarray:
+    counts = np.ones((levels + 2, levels + 1), dtype=np.int64)
+    follows = _depth_contexts(grid)
+    depths = np.zeros(math.prod(grid), dtype=np.int64)
+    for i in range(depths.size):
+        row = int(depths[i - 1]) if follows[i] else levels + 1
+        d = int(np.asarray(dec.decode(family, (counts[row] / counts[row].sum())[None]))[0])
+        if not 0 <= d <= levels:
+            raise ValueError("decoded depth out of range: corrupt payload")
+        depths[i] = d
+        _depth_row_update(counts, row, d)
+    return depths
+
+
+def encode_depth_columns(
+    columns: np.ndarray | Tensor, grid: tuple[int, ...], sizes: list[int], tables: list[FrequencyTable],
+    contexts: list[ColumnContexts | None] | None = None,
+) -> bytes:
+    """Columns ``(prod(grid), n)`` of a code grid ``(B, *S)`` whose positions may leave out their
+    last levels (``-1``) -> one range-coded stream: the depths, then the codes present (under
+    ``contexts`` where given, else under ``tables``)."""
+    import constriction
+
+    a = _checked_columns(columns, grid, sizes, allow_absent=True)
+    depths = depths_of(a)
+    contexts = contexts if contexts is not None else [None] * len(sizes)
+    _check_contexts(contexts, sizes, grid)
+    if a.shape[0] == 0:
+        return b""
+    enc = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    _encode_depths(enc, family, depths, grid, len(sizes))
+    _encode_grid_columns(enc, a, grid, tables, contexts, depths)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_depth_columns(
+    data: bytes, grid: tuple[int, ...], sizes: list[int], tables: list[FrequencyTable],
+    contexts: list[ColumnContexts | None] | None = None,
+) -> np.ndarray:
+    """Inverse of :func:`encode_depth_columns` -> ``(prod(grid), n)`` int64, ``-1`` where a
+    position leaves a level out; ``ValueError`` if corrupt."""
+    contexts = contexts if contexts is not None else [None] * len(sizes)
+    return _decode_stream(data, grid, sizes, tables, contexts, depth_levels=len(sizes))
 
 
 CONTEXT = 2  # tile payload tag: range-coded with context tables

@@ -51,6 +51,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
 MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
+MAX_EXTRA_DEPTH = 2  # levels beyond the chosen point's that a variable depth may code at a position
+DEPTH_SEARCH_STEPS = 16  # bisection steps of the depth allocation's lambda (each one entropy-codes the file)
 DEFAULT_BEAM_SIZE = 1  # residual code search of compress/encode/tokenize (Codec.beam_size)
 DEFAULT_REFINE_STEPS = 0  # analysis-by-synthesis steps of compress/tokenize (Codec.refine_steps)
 DEFAULT_REFINE_STEP_SIZE = 0.05  # relative to the latent's RMS (Codec.refine_step_size)
@@ -193,6 +195,8 @@ class Compressed:
         real_rate: the file's real rate, header included (kbps of all channels, or bpp).
         unit: ``"kbps"`` or ``"bpp"``.
         notes: each step down to a lower point, or why the request could not be met.
+        mean_levels: where the depth varies (a rate target's depth allocation), the residual
+            levels coded per latent position on average; ``point`` is then the deepest point.
     """
 
     data: bytes
@@ -201,6 +205,7 @@ class Compressed:
     real_rate: float
     unit: str
     notes: list[str] = field(default_factory=list)
+    mean_levels: float | None = None
 
 
 @dataclass
@@ -797,6 +802,7 @@ class Codec(nn.Module):
         beam_size: int | None = None,
         refine_steps: int | None = None,
         envelope: bool | None = None,
+        variable_depth: bool = True,
     ) -> "Compressed":
         """One signal ``(1, C, *spatial)`` -> a ``.vqc`` file and how its rate came out.
 
@@ -824,6 +830,11 @@ class Codec(nn.Module):
         ``envelope`` writes band-energy side information (audio models with an envelope; default
         :attr:`envelope_default`; :mod:`codec.envelope`): the decoder restores each band's energy
         per ~0.1 s block, and the rate target counts its bytes.
+        ``variable_depth`` (residual quantizers, rate targets, unrefined codes): once a point
+        fits, its budget is spent position by position: every latent position codes its own
+        number of residual levels, up to :data:`MAX_EXTRA_DEPTH` more than the point's, chosen
+        where they reduce the latent error most per estimated bit (``mean_levels`` in the result).
+        ``False`` keeps one depth for the whole file.
         """
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"compress takes one signal (1, C, ...), got {tuple(x.shape)}")
@@ -835,14 +846,15 @@ class Codec(nn.Module):
             step = max(1, round(self.chunk_seconds * (self.sample_rate or 1)))
             return self.compress_stream(x[0].split(step, dim=-1), x.shape[1], rate, metadata=metadata,
                                         sample_rate=sample_rate, tile=tile, overlap=overlap, beam_size=beam_size,
-                                        refine_steps=refine_steps, envelope=envelope)
+                                        refine_steps=refine_steps, envelope=envelope, variable_depth=variable_depth)
         if not torch.isfinite(x).all():
             raise ValueError("the signal contains NaN or infinite values")
         steps = self._refine_steps(refine_steps)
         side = self._use_envelope(envelope)
         grid = self.tile_grid(tuple(x.shape), tile, overlap)
         tokens = self._tile_tokens(self._grid_pieces(x, grid), keep_targets=steps > 0, keep_energy=side)
-        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps, side, envelope is None)
+        return self._pack(tokens, grid, tuple(x.shape), rate, 1, metadata, sample_rate, beam_size, steps, side, envelope is None,
+                          variable_depth)
 
     @torch.no_grad()
     def compress_stream(
@@ -858,6 +870,7 @@ class Codec(nn.Module):
         beam_size: int | None = None,
         refine_steps: int | None = None,
         envelope: bool | None = None,
+        variable_depth: bool = True,
     ) -> "Compressed":
         """Audio as consecutive blocks ``(C, n)`` at the model's rate -> a ``.vqc`` file.
 
@@ -865,7 +878,7 @@ class Codec(nn.Module):
         never the whole signal. ``metadata`` is read after the blocks are exhausted, so a reader
         may fill in what it learns on the way (e.g. the exact length of an MP3). With refinement
         (``refine_steps``, as in :meth:`compress_detailed`) the prepared signal is kept as well;
-        ``envelope`` as in :meth:`compress_detailed`.
+        ``envelope`` and ``variable_depth`` as in :meth:`compress_detailed`.
         """
         if self.modality != "audio":
             raise ValueError("compress_stream is for audio; images compress with compress_detailed")
@@ -878,12 +891,13 @@ class Codec(nn.Module):
         shape = (1, channels, total[0])
         grid = self.tile_grid(shape, tile, overlap)
         assert len(grid) == len(tokens), "streamed tiles must match the planned grid"
-        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps, side, envelope is None)
+        return self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, steps, side, envelope is None,
+                          variable_depth)
 
     def _pack(
         self, tokens: list[TileTokens], grid: TileGrid, shape: tuple[int, ...], rate: str | RatePoint, channels: int,
         metadata: Mapping[str, Any] | None, sample_rate: int | None, beam_size: int | None = None,
-        refine_steps: int = 0, envelope: bool = False, optional_envelope: bool = True,
+        refine_steps: int = 0, envelope: bool = False, optional_envelope: bool = True, variable_depth: bool = True,
     ) -> "Compressed":
         """Quantize cached tokens at the requested point and write the file, stepping down while it is too big.
 
@@ -995,14 +1009,121 @@ class Codec(nn.Module):
                 real = self.real_rate(len(data), shape, sample_rate)
                 if fits(real):
                     break
+        depth: float | None = None
+        if variable_depth and target is not None and refine_steps == 0 and fits(real):
+            side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
+            allocated = self._allocate_depths(point, tokens, codes_of, grid, shape, metadata, envelope, side,
+                                              lambda size: fits(self.real_rate(size, shape, sample_rate)))
+            if allocated is not None:
+                point, data, depth = allocated
+                real = self.real_rate(len(data), shape, sample_rate)
         if envelope and optional_envelope and not fits(real):
             # even the lowest point does not fit beside the band energies (a short input): the
             # codes alone, where they may
-            out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False)
+            out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False,
+                             variable_depth=variable_depth)
             out.notes.insert(0, f"with band energies even {point.name} came out at {real:.4g} {self.rate_unit} > "
                                 f"{request}; wrote the codes alone")
             return out
-        return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes)
+        return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes,
+                          mean_levels=depth)
+
+    def _depth_family(self, point: RatePoint) -> list[RatePoint]:
+        """The points of ``point``'s codebooks with 1 .. ``n +`` :data:`MAX_EXTRA_DEPTH` levels,
+        fewest first (``[]`` unless ``point`` is a residual point and every level count is there)."""
+        levels = point.kwargs.get("num_levels")
+        if levels is None:
+            return []
+        others = {k: v for k, v in point.setting if k != "num_levels"}
+        family = {p.kwargs["num_levels"]: p for p in self.rate_points()
+                  if "num_levels" in p.kwargs and {k: v for k, v in p.setting if k != "num_levels"} == others}
+        top = max((n for n in family if n <= levels + MAX_EXTRA_DEPTH), default=0)
+        if top <= 1 or any(n not in family for n in range(1, top + 1)):
+            return []
+        return [family[n] for n in range(1, top + 1)]
+
+    def _allocate_depths(
+        self, point: RatePoint, tokens: list[TileTokens], codes_of: Any, grid: TileGrid, shape: tuple[int, ...],
+        metadata: Mapping[str, Any] | None, envelope: bool, side_bytes: int, fits: Any,
+    ) -> tuple[RatePoint, bytes, float] | None:
+        """Spend a rate target's budget level by level where it helps most: ``(deepest point, file, mean levels)``.
+
+        Every position of the latent grid codes its own number of residual levels, 0 to ``n +``
+        :data:`MAX_EXTRA_DEPTH` of ``point``'s codebooks (``-1`` marks the levels it leaves out;
+        :func:`codec.entropy.encode_depth_columns`). The depths minimise the latent's squared
+        error plus ``lambda`` times the codes' estimated bits at every position, with the
+        smallest ``lambda`` whose file ``fits`` (``side_bytes``: what band energies add, measured
+        on ``point``'s file; the file written is then checked with its own). ``None`` where no
+        such file has a smaller latent error than ``point``'s fixed depth, or the model has no
+        frequency tables for the deepest point.
+        """
+        family = self._depth_family(point)
+        if not family:
+            return None
+        top = family[-1]
+        tables = self._tables(top)
+        if any(t is None for t in tables):
+            return None
+        depth_max = len(family)
+        # per tile: the latent's squared error and the codes' estimated bits at depth 0 .. depth_max
+        # (B * N positions each), and each depth's codes
+        errors, bits, found = [], [], []
+        for i, tile in enumerate(tokens):
+            z = tile.tokens.reshape(-1, tile.tokens.shape[-1]).float()
+            err, cost, codes = [z.square().sum(-1)], [torch.zeros(z.shape[0], device=z.device)], []
+            for p in family:
+                c = codes_of(p)[0][i].reshape(z.shape[0], -1)
+                err.append((z - self.quantizer.decode(c, **p.kwargs).float()).square().sum(-1))
+                cost.append(sum(torch.from_numpy(-np.log2(t.probabilities()))[c[:, l].cpu()].to(z.device).float()
+                                for l, t in enumerate(tables[: c.shape[1]])))
+                codes.append(c)
+            errors.append(torch.stack(err, -1).cpu())
+            bits.append(torch.stack(cost, -1).cpu())
+            found.append(codes)
+        n = point.kwargs["num_levels"]
+        fixed_error = float(sum(e[:, n].sum() for e in errors))
+        scale = fixed_error / max(1.0, float(sum(b[:, n].sum() for b in bits)))
+        if not scale > 0:
+            return None
+
+        def mixed(lam: float) -> tuple[list[Tensor], float, float]:
+            """Every tile's codes ``(B, *spatial, depth_max)`` at ``lam``, their squared error and mean depth."""
+            out, total, levels = [], 0.0, 0.0
+            for tile, err, cost, codes in zip(tokens, errors, bits, found):
+                depth = (err + lam * cost).argmin(-1)
+                grid_codes = torch.full((err.shape[0], depth_max), -1, dtype=torch.long)
+                for d in range(1, depth_max + 1):
+                    at = depth == d
+                    grid_codes[at, :d] = codes[d - 1].cpu()[at].long()
+                out.append(grid_codes.reshape(tile.tokens.shape[0], *tile.spatial, depth_max))
+                total += float(err.gather(1, depth[:, None]).sum())
+                levels += float(depth.sum())
+            return out, total, levels / max(1, sum(e.shape[0] for e in errors))
+
+        def size(codes: list[Tensor]) -> int:
+            chunks = [self._tile_chunk(c, tile.spatial, top) for c, tile in zip(codes, tokens)]
+            return len(self._container(top, chunks, grid, shape, metadata)) + side_bytes
+
+        # the smallest lambda (most bits) whose file fits, by bisection in log-space
+        lo, hi = math.log(scale * 1e-3), math.log(scale * 1e3)
+        if not fits(size(mixed(math.exp(hi))[0])):
+            return None
+        for _ in range(DEPTH_SEARCH_STEPS):
+            mid = (lo + hi) / 2
+            if fits(size(mixed(math.exp(mid))[0])):
+                hi = mid
+            else:
+                lo = mid
+        for _ in range(3):  # the file with its own band energies; should it miss, a larger lambda
+            codes, error, mean = mixed(math.exp(hi))
+            if error >= fixed_error:
+                return None
+            data = self._write_codes(top, [c.to(t.tokens.device) for c, t in zip(codes, tokens)], tokens, grid, shape,
+                                     metadata, envelope)
+            if fits(len(data)):
+                return top, data, mean
+            hi += 0.05
+        return None
 
     def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:
         """One signal ``(1, C, *spatial)`` -> the bytes of a ``.vqc`` file (see :meth:`compress_detailed`).
