@@ -81,6 +81,7 @@ DEVICE = typer.Option(Device.auto, help="auto (CUDA if available), cpu or cuda."
 FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output files.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
+VARIABLE_DEPTH = typer.Option(True, "--variable-depth/--fixed-depth", help="Rate targets (kbps/bpp) with residual models: every latent position codes its own number of levels, spent where they help most (default); --fixed-depth codes one depth for the whole file.")
 ENVELOPE = typer.Option(None, "--envelope/--no-envelope", help="Audio: band-energy side information (each band's energy per ~0.1 s restored by the decoder; default the model's, see vqcodec rates). Its bytes count toward --rate.")
 REFINE = typer.Option(None, "--refine", min=0, max=1000, help="Analysis-by-synthesis: gradient steps that choose codes by what the decoder makes of them (0 off; default the model's). Never worse on the model's objective and never larger per tile; about one decoder pass with gradient per step and rate point tried. Files decode with any build.")
 BEAM = typer.Option(None, "--beam", min=1, max=64, help="Residual code search: code prefixes kept per level (1 greedy; default the model's). Larger: codes closer to the encoder's output at the same rate point, slower encoding; files decode with any build.")
@@ -135,6 +136,17 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
+def _is_target(rate: str) -> bool:
+    """Whether ``rate`` is a rate target (a number with a unit), not a point name, max or min."""
+    from codec.model import RateError, parse_rate
+
+    try:
+        parse_rate(rate)
+    except RateError:
+        return False
+    return True
+
+
 def _summary(reports: list[Any], title: str, quiet: bool) -> None:
     if quiet or not reports:
         return
@@ -142,7 +154,9 @@ def _summary(reports: list[Any], title: str, quiet: bool) -> None:
     for col in ("input", "output", "point", "bytes in", "bytes out", "real rate", ""):
         table.add_column(col, justify="right" if col.startswith(("bytes", "real")) else "left", overflow="fold")
     for r in reports:
-        table.add_row(r.input, r.output, r.rate_point, f"{r.bytes_in:,}", f"{r.bytes_out:,}",
+        levels = getattr(r, "mean_levels", None)  # a variable depth: up to the point's levels, this many on average
+        point = r.rate_point if levels is None else f"{r.rate_point} (variable, {levels:.2f} levels)"
+        table.add_row(r.input, r.output, point, f"{r.bytes_in:,}", f"{r.bytes_out:,}",
                       f"{r.real_rate:.4g} {r.unit}", "stepped down" if r.notes else "")
     if len(reports) > 1:
         rates: dict[str, list[float]] = {}
@@ -181,6 +195,7 @@ def compress(
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
     envelope: Optional[bool] = ENVELOPE,
+    variable_depth: bool = VARIABLE_DEPTH,
     force: bool = FORCE,
     quiet: bool = QUIET,
     debug: bool = DEBUG,
@@ -220,7 +235,8 @@ def compress(
         report, blob = compress_file(item.input, item.output, rate=rate, model=m, data=data, modality=kind,
                                      alpha=alpha.value, device=dev, force=force, tile=tile_arg,
                                      progress=tick, beam_size=beam, refine_steps=refine,
-                                     envelope=envelope if m is None or m.modality == "audio" else None)
+                                     envelope=envelope if m is None or m.modality == "audio" else None,
+                                     variable_depth=variable_depth)
         if item.output == "-":
             _write_stdout(blob)
         for note in report.notes:
@@ -572,6 +588,7 @@ def evaluate(
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
     envelope: Optional[bool] = ENVELOPE,
+    variable_depth: bool = VARIABLE_DEPTH,
     debug: bool = DEBUG,
 ) -> None:
     """Rate-distortion of a model on a folder, against JPEG/WebP/AVIF or Opus/Codec2, at real file sizes."""
@@ -608,6 +625,7 @@ def evaluate(
         extra = {"min_seconds": min_seconds, "sample_rate": sample_rate, "envelope": envelope} if kind == "audio" else {}
         extra["beam_size"] = beam
         extra["refine_steps"] = refine
+        extra["variable_depth"] = variable_depth
         if (min_seconds or sample_rate) and kind != "audio":
             _fail("--min-seconds and --sample-rate apply to audio")
         rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
@@ -616,6 +634,8 @@ def evaluate(
     searched = beam if beam is not None else m.beam_size
     steps = refine if refine is not None else m.refine_steps
     search = [f"beam {searched}"] * (searched > 1) + [f"refined {steps} steps"] * (steps > 0)
+    if variable_depth and steps == 0 and any(_is_target(r) for r in points):
+        search.append("variable depth")
     if kind == "audio" and m.envelope is not None:
         search.append("band energies" if (envelope if envelope is not None else m.envelope_default) else "no band energies")
     title = f"{m.name or model}" + (f" ({', '.join(search)})" if search else "") + f" on {folder.name}"

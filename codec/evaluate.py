@@ -126,11 +126,12 @@ def _best_quality_within(img: Any, fmt: str, max_bytes: int) -> tuple[int, bytes
 def evaluate_images(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, beam_size: int | None = None,
-    refine_steps: int | None = None,
+    refine_steps: int | None = None, variable_depth: bool = True,
 ) -> list[Row]:
     """Ours at each rate, and each Pillow baseline matched in size per image and rate.
 
-    ``beam_size``, ``refine_steps``: our encoder's residual code search and its refinement (defaults the model's)."""
+    ``beam_size``, ``refine_steps``: our encoder's residual code search and its refinement (defaults the model's);
+    ``variable_depth``: rate targets spend their budget position by position (:meth:`~codec.model.Codec.compress_detailed`)."""
     from PIL import Image
 
     from codec.files import compress_signal, decompress
@@ -147,7 +148,7 @@ def evaluate_images(
         for rate in rates:
             progress(f"{path.name} @ {rate}")
             out = compress_signal(x, rate=rate, model=model, modality="image", source=meta, beam_size=beam_size,
-                                  refine_steps=refine_steps)
+                                  refine_steps=refine_steps, variable_depth=variable_depth)
             y, _ = decompress(out.data, model=model)
             label = _label(rate, out.point.name)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
@@ -253,7 +254,7 @@ def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
     sample_rate: int | None = None, beam_size: int | None = None, refine_steps: int | None = None,
-    envelope: bool | None = None,
+    envelope: bool | None = None, variable_depth: bool = True,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
 
@@ -262,7 +263,7 @@ def evaluate_audio(
     ``sample_rate`` resamples every file first: the resampled signal is what every codec is fed
     and scored against (8000: telephone speech, scored with narrow-band PESQ). ``beam_size``,
     ``refine_steps``: our encoder's residual code search and its refinement, ``envelope`` its
-    band-energy side information (defaults the model's).
+    band-energy side information (defaults the model's), ``variable_depth`` as in :func:`evaluate_images`.
     """
     import soundfile as sf
 
@@ -293,7 +294,7 @@ def evaluate_audio(
         for rate in rates:
             progress(f"{path.name} @ {rate}")
             out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta, beam_size=beam_size,
-                                  refine_steps=refine_steps, envelope=envelope)
+                                  refine_steps=refine_steps, envelope=envelope, variable_depth=variable_depth)
             y, _ = decompress(out.data, model=model)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
                             8 * len(out.data) / seconds / 1000, audio_quality(ref, _mono(y), sr)))

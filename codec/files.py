@@ -77,6 +77,7 @@ class FileReport:
     pixels: int | None = None  # images
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    mean_levels: float | None = None  # a variable depth: residual levels per latent position
 
 
 def _model(model: str | Path | Codec | None, modality: str, device: str) -> Codec:
@@ -99,6 +100,7 @@ def compress_signal(
     beam_size: int | None = None,
     refine_steps: int | None = None,
     envelope: bool | None = None,
+    variable_depth: bool = True,
 ) -> Compressed:
     """A signal -> a ``.vqc`` file.
 
@@ -109,7 +111,8 @@ def compress_signal(
     ``refine_steps`` its analysis-by-synthesis refinement (default the model's
     :attr:`~codec.model.Codec.refine_steps`; :mod:`codec.refine`). ``envelope``: audio band-energy
     side information (default the model's :attr:`~codec.model.Codec.envelope_default`;
-    :mod:`codec.envelope`); images have none (``True`` raises).
+    :mod:`codec.envelope`); images have none (``True`` raises). ``variable_depth``: a rate
+    target's budget spent position by position (see :meth:`~codec.model.Codec.compress_detailed`).
     """
     modality = modality or (model.modality if isinstance(model, Codec) else ("audio" if sample_rate else "image"))
     codec = _model(model, modality, device)
@@ -124,14 +127,15 @@ def compress_signal(
         source = {**(source or {}), "sample_rate": int(sample_rate), "channels": int(wav.shape[0]), "frames": int(wav.shape[-1])}
         step = max(1, int(sample_rate) * 10)
         return compress_blocks(wav.split(step, dim=-1), source, rate=rate, model=codec, tile=tile, overlap=overlap,
-                               beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
+                               beam_size=beam_size, refine_steps=refine_steps, envelope=envelope,
+                               variable_depth=variable_depth)
     if envelope:
         raise InputError(f"band-energy side information is for audio; the image model{' ' + codec.name if codec.name else ''} has none")
     img = x if x.dim() == 4 else x[None]
     source = {"mode": "L" if img.shape[1] == 1 else "RGB", "bit_depth": 8, **(source or {})}
     img = to_model_channels(img.float(), int(getattr(codec.encoder, "in_channels", img.shape[1])))
     return codec.compress_detailed(img, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size,
-                                   refine_steps=refine_steps)
+                                   refine_steps=refine_steps, variable_depth=variable_depth)
 
 
 def compress_blocks(
@@ -146,12 +150,14 @@ def compress_blocks(
     beam_size: int | None = None,
     refine_steps: int | None = None,
     envelope: bool | None = None,
+    variable_depth: bool = True,
 ) -> Compressed:
     """Audio arriving as blocks ``(C, n)`` at ``source["sample_rate"]`` -> a ``.vqc`` file.
 
     Resampled to the model's rate block by block and encoded chunk by chunk: memory does not
     grow with the duration. ``source`` (sample rate, channels, and the rest of the source
     record) is stored in the header after the last block, so ``frames`` may be filled in late.
+    The other options as in :func:`compress_signal`.
     """
     codec = _model(model, "audio", device)
     if codec.modality != "audio":
@@ -169,7 +175,7 @@ def compress_blocks(
             yield y
 
     return codec.compress_stream(resampled(), channels, rate, metadata=source, tile=tile, overlap=overlap, beam_size=beam_size,
-                                 refine_steps=refine_steps, envelope=envelope)
+                                 refine_steps=refine_steps, envelope=envelope, variable_depth=variable_depth)
 
 
 def read_vqc_header(data: bytes) -> dict[str, Any]:
@@ -286,13 +292,14 @@ def compress_file(
     beam_size: int | None = None,
     refine_steps: int | None = None,
     envelope: bool | None = None,
+    variable_depth: bool = True,
 ) -> tuple[FileReport, bytes]:
     """Compress one media file (or its bytes in ``data``) to ``output`` (``"-"``: not written).
 
     Returns the report and the file's bytes. Raises :class:`~codec.io.InputError` for bad input,
     ``FileExistsError`` when ``output`` exists and ``force`` is false. ``progress`` is called with
     the fraction of the input read so far (audio is read and encoded chunk by chunk). ``beam_size``,
-    ``refine_steps`` and ``envelope`` as in :func:`compress_signal`.
+    ``refine_steps``, ``envelope`` and ``variable_depth`` as in :func:`compress_signal`.
     """
     t0 = time.perf_counter()
     name = str(input)
@@ -308,12 +315,14 @@ def compress_file(
         if progress is not None:
             blocks = _counted(blocks, meta["frames"], progress)
         out = compress_blocks(blocks, meta, rate=rate, model=model, device=device, tile=tile, overlap=overlap,
-                              beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
+                              beam_size=beam_size, refine_steps=refine_steps, envelope=envelope,
+                              variable_depth=variable_depth)
         units = {"duration_s": meta["frames"] / meta["sample_rate"]}
     else:
         img, meta = read_image(src, alpha=alpha)
         out = compress_signal(img, rate=rate, model=model, modality="image", source=meta, device=device, tile=tile,
-                              overlap=overlap, beam_size=beam_size, refine_steps=refine_steps, envelope=envelope)
+                              overlap=overlap, beam_size=beam_size, refine_steps=refine_steps, envelope=envelope,
+                              variable_depth=variable_depth)
         units = {"pixels": int(img.shape[-1] * img.shape[-2])}
     if output != "-":
         write_bytes(output, out.data, force=force)
@@ -321,7 +330,7 @@ def compress_file(
     report = FileReport(
         input=name, output=str(output), modality=modality, model=codec.name or str(model), rate_point=out.point.name,
         bytes_in=size_in, bytes_out=len(out.data), real_rate=out.real_rate, unit=out.unit,
-        elapsed_s=time.perf_counter() - t0, notes=list(out.notes), **units,
+        elapsed_s=time.perf_counter() - t0, notes=list(out.notes), mean_levels=out.mean_levels, **units,
     )
     return report, out.data
 

@@ -254,3 +254,68 @@ def test_precomputed_row_mixtures_are_bit_identical_to_summing_rows():
     wide = ColumnContexts({"prev0": ContextTable(np.ones((1025, 1024), dtype=np.int64)),
                            "prev1": ContextTable(np.ones((1025, 1024), dtype=np.int64))})
     assert _mixtures(wide) is None  # too many combinations: rows are summed per symbol instead
+
+
+# -- variable depth ------------------------------------------------------------------------------
+
+
+def _with_depths(g, rng, low=0):
+    """``g`` ``(B, *S, L)`` with the levels past a depth in ``[low, L]`` per position set to -1,
+    the depths in runs (as a rate allocation gives them)."""
+    levels = g.shape[-1]
+    depth = np.repeat(rng.integers(low, levels + 1, size=-(-g[..., 0].size // 5)), 5)[: g[..., 0].size]
+    cols = g.reshape(-1, levels).copy()
+    cols[np.arange(levels)[None, :] >= depth[:, None]] = -1
+    return cols, depth
+
+
+@pytest.mark.parametrize("grid", [(2, 50), (1, 12, 9), (3, 1, 7), (1, 1, 1)])
+@pytest.mark.parametrize("with_contexts", [False, True])
+def test_variable_depth_round_trips_with_and_without_contexts(grid, with_contexts):
+    from codec.entropy import DEPTH_CONTEXT, DEPTH_RANGE, decode_depth_columns, depths_of, encode_depth_columns
+
+    rng = np.random.default_rng(0)
+    k = 16
+    train = [_markov_grid(rng, grid if math.prod(grid) > 20 else (2, 40), k) for _ in range(8)]
+    contexts = [fit_column_contexts(train, c, [k, k]) for c in range(2)] if with_contexts else None
+    g = _markov_grid(rng, grid, k)
+    tables = [FrequencyTable.from_codes(g[..., c], k) for c in range(2)]
+    cols, depth = _with_depths(g, rng)
+    np.testing.assert_array_equal(depths_of(cols), depth)
+    data = encode_depth_columns(cols, grid, [k, k], tables, contexts)
+    np.testing.assert_array_equal(decode_depth_columns(data, grid, [k, k], tables, contexts), cols)
+    tile = encode_tile(cols, [k, k], tables, grid=grid, contexts=contexts)
+    assert tile[0] in ((DEPTH_RANGE, DEPTH_CONTEXT) if with_contexts else (DEPTH_RANGE,))
+    np.testing.assert_array_equal(decode_tile(tile, len(cols), [k, k], tables, grid=grid, contexts=contexts), cols)
+
+
+def test_variable_depth_costs_what_its_codes_and_depths_cost():
+    from codec.entropy import DEPTH_RANGE, RANGE, min_tile_bits
+
+    rng = np.random.default_rng(1)
+    k, grid = 64, (1, 400)
+    g = rng.integers(0, k, (*grid, 3))
+    tables = [FrequencyTable.from_codes(g[..., c], k) for c in range(3)]
+    full = encode_tile(g.reshape(-1, 3), [k] * 3, tables, grid=grid)
+    cols, _ = _with_depths(g, rng)
+    present = int((cols >= 0).sum())
+    shallow = encode_tile(cols, [k] * 3, tables, grid=grid)
+    assert full[0] == RANGE and shallow[0] == DEPTH_RANGE
+    # the codes present cost log2(64) bits each; depths in runs of 5 cost well under a bit each
+    assert 8 * len(shallow) < present * 6 + 400 * 0.9 + 64
+    none = np.full((400, 3), -1)
+    empty = encode_tile(none, [k] * 3, tables, grid=grid)
+    assert len(empty) < 16  # 400 positions without a level: the depths alone, nearly free
+    np.testing.assert_array_equal(decode_tile(empty, 400, [k] * 3, tables, grid=grid), none)
+    assert 0 < min_tile_bits(empty, [k] * 3, tables) < 0.01  # a bound the header check can still use
+
+
+def test_variable_depth_refuses_gaps_and_missing_tables():
+    from codec.entropy import depths_of
+
+    with pytest.raises(ValueError, match="last levels"):
+        depths_of(np.array([[3, -1, 2]]))
+    with pytest.raises(ValueError, match="out of range"):
+        encode_tile(np.array([[3, -2]]), [8, 8], [FrequencyTable.from_codes(np.arange(8), 8)] * 2, grid=(1, 1))
+    with pytest.raises(ValueError, match="frequency tables"):
+        encode_tile(np.array([[3, -1]]), [8, 8])

@@ -239,3 +239,41 @@ def test_envelope_option(model_dirs, media, tmp_path):
     out = run("compress", media / "tone.wav", "-o", tmp_path / "bad.vqc", "--envelope", "--rate", "n3", "-m", model_dirs["audio"])
     assert out.exit_code == 1 and "no band-energy envelope" in out.output
     assert not (tmp_path / "bad.vqc").exists()
+
+
+def test_variable_and_fixed_depth(tmp_path, monkeypatch):
+    import torch
+
+    from cli import app as cli_app
+
+    from codec.bitstream import read_container
+    from codec.entropy import DEPTH_CONTEXT, DEPTH_RANGE
+    from codec.model import Codec
+
+    # a model whose k-means codebooks and tables have seen the signal: its codes cost what they carry
+    torch.manual_seed(0)
+    t = torch.arange(48000) / 24000
+    signal = 0.5 * (torch.sin(2 * torch.pi * 0.7 * t) > 0.3).float() * torch.sin(2 * torch.pi * 220 * t) + 0.01 * torch.randn(48000)
+    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+                        quantizer_kwargs=dict(codebook_size=64, num_levels=6, init="kmeans"))
+    model.train()(signal.reshape(1, 1, -1))
+    model.eval().fit_entropy_tables([signal.reshape(1, 1, -1)])
+    model.save(tmp_path / "m", name="depth-test")
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, signal.numpy(), 24000)
+    out = run("compress", wav, "-o", tmp_path / "n2.vqc", "--rate", "n2", "-m", tmp_path / "m")
+    assert out.exit_code == 0, out.output
+    n2_kbps = 8 * (tmp_path / "n2.vqc").stat().st_size / 2.0 / 1000
+    args = ("--rate", f"{1.25 * n2_kbps:.3f}kbps", "-m", tmp_path / "m")
+    monkeypatch.setattr(cli_app.err_console, "_width", 400)  # the summary table on one line per file
+    shown = {}
+    for flag, name in (("--variable-depth", "v.vqc"), ("--fixed-depth", "f.vqc")):
+        out = run("compress", wav, "-o", tmp_path / name, flag, *args)
+        assert out.exit_code == 0, out.output
+        shown[name] = out.output
+    assert "(variable, " in shown["v.vqc"] and "(variable, " not in shown["f.vqc"]
+    tags = {name: read_container((tmp_path / name).read_bytes())[1][0][0] for name in ("v.vqc", "f.vqc")}
+    assert tags["v.vqc"] in (DEPTH_RANGE, DEPTH_CONTEXT) and tags["f.vqc"] not in (DEPTH_RANGE, DEPTH_CONTEXT)
+    assert (tmp_path / "v.vqc").stat().st_size > (tmp_path / "f.vqc").stat().st_size
+    out = run("decompress", tmp_path / "v.vqc", "-o", tmp_path / "v.wav", "-m", tmp_path / "m")
+    assert out.exit_code == 0, out.output

@@ -1,0 +1,126 @@
+"""Variable depth: a rate target's budget spent level by level where it lowers the latent error most."""
+
+import numpy as np
+import pytest
+import torch
+
+from codec.bitstream import BitstreamError, read_container, write_container
+from codec.entropy import DEPTH_CONTEXT, DEPTH_RANGE, decode_tile
+from codec.model import Codec
+
+AUDIO_NET = dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8)
+IMAGE_NET = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False)
+
+
+def _speechlike(seed: int, seconds: float = 3.0) -> torch.Tensor:
+    """Tones that come and go: stretches a few levels code well beside near-silence."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(24000 * seconds)) / 24000
+    gate = (torch.sin(2 * torch.pi * (0.7 + seed * 0.1) * t) > 0.3).float()
+    tone = torch.sin(2 * torch.pi * (180 + 40 * seed) * t) + 0.3 * torch.sin(2 * torch.pi * 1300 * t)
+    return (0.5 * gate * tone + 0.003 * torch.randn(t.shape, generator=g)).reshape(1, 1, -1)
+
+
+@pytest.fixture(scope="module")
+def audio():
+    """A small residual audio codec with k-means codebooks and entropy tables (contexts included)."""
+    torch.manual_seed(0)
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET,
+                        quantizer_kwargs=dict(codebook_size=64, num_levels=6, init="kmeans"))
+    train = [_speechlike(i) for i in range(6)]
+    codec.train()(torch.cat(train))
+    codec.eval()
+    codec.fit_entropy_tables(train)
+    return codec
+
+
+@torch.no_grad()
+def _latent_error(codec: Codec, x: torch.Tensor, data: bytes) -> float:
+    """Squared error between the encoder's latent and the latent the file's codes give."""
+    parsed = codec.read_header(data)
+    tokens, _, _ = codec._tokens(x)
+    sizes = codec.quantizer.alphabet_sizes(**parsed.point.kwargs)
+    count = tokens.shape[0] * tokens.shape[1]
+    codes = decode_tile(parsed.chunks[0], count, sizes, parsed.tables, grid=(tokens.shape[0], tokens.shape[1]),
+                        contexts=parsed.contexts)
+    z_q = codec.quantizer.decode(torch.from_numpy(codes).reshape(tokens.shape[0], tokens.shape[1], -1), **parsed.point.kwargs)
+    return float((tokens - z_q).square().sum())
+
+
+def test_a_rate_target_codes_each_position_at_its_own_depth(audio):
+    x = _speechlike(11)
+    fixed = {n: audio.compress_detailed(x, f"n{n}", envelope=False).real_rate for n in (1, 2, 3)}
+    target = (fixed[1] + fixed[2]) / 2
+    fixed_out = audio.compress_detailed(x, f"{target}kbps", variable_depth=False)
+    out = audio.compress_detailed(x, f"{target}kbps")
+    assert fixed_out.point.name == "n1" and fixed_out.mean_levels is None
+    assert out.point.name == "n3" and 0.5 < out.mean_levels < 3.0  # 0 to 3 levels per position
+    assert fixed_out.real_rate < out.real_rate <= target * (1 + 1e-9)
+    assert read_container(out.data)[1][0][0] in (DEPTH_RANGE, DEPTH_CONTEXT)
+    assert _latent_error(audio, x, out.data) < _latent_error(audio, x, fixed_out.data)
+    y, header = audio.decompress(out.data)
+    assert y.shape == x.shape and torch.isfinite(y).all() and header["rate_point"] == "n3"
+    assert audio.compress_detailed(x, f"{target}kbps").data == out.data  # deterministic
+
+
+def test_point_names_refinement_and_fixed_depth_keep_one_depth(audio):
+    x = _speechlike(12)
+    named = audio.compress_detailed(x, "n2")
+    assert named.mean_levels is None and read_container(named.data)[1][0][0] not in (DEPTH_RANGE, DEPTH_CONTEXT)
+    rate = f"{1.3 * named.real_rate}kbps"
+    assert audio.compress_detailed(x, rate, variable_depth=False).mean_levels is None
+    assert audio.compress_detailed(x, rate, refine_steps=1).mean_levels is None
+    assert audio.compress_detailed(x, rate).mean_levels is not None
+
+
+def test_stereo_and_multi_chunk_files_allocate_across_everything(audio):
+    x = torch.cat([_speechlike(13), 0.2 * _speechlike(14)], dim=1)  # two channels
+    fixed = audio.compress_detailed(x, "n2", tile=24000, overlap=2400).real_rate
+    out = audio.compress_detailed(x, f"{fixed * 1.25}kbps", tile=24000, overlap=2400)
+    assert out.mean_levels is not None and out.real_rate <= fixed * 1.25 * (1 + 1e-9)
+    header, chunks = read_container(out.data)
+    assert len(chunks) == 4 and all(c[0] in (DEPTH_RANGE, DEPTH_CONTEXT) for c in chunks)
+    y, _ = audio.decompress(out.data)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_image_grids_code_their_own_depths():
+    torch.manual_seed(0)
+    codec = Codec.build("image-resnet", "rvq", network_kwargs=IMAGE_NET,
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans"))
+    g = torch.Generator().manual_seed(0)
+    small = torch.rand(6, 3, 4, 4, generator=g)
+    train = list(torch.nn.functional.interpolate(small, scale_factor=16, mode="nearest").split(1))
+    codec.train()(torch.cat(train))
+    codec.eval()
+    codec.fit_entropy_tables(train)
+    x = train[0] * 0.5 + torch.rand(1, 3, 64, 64, generator=g) * 0.5 * (torch.arange(64) > 40).float()  # busy on the right
+    n1, n2 = (codec.compress_detailed(x, p).real_rate for p in ("n1", "n2"))
+    out = codec.compress_detailed(x, f"{(n1 + n2) / 2}bpp")
+    assert out.mean_levels is not None and n1 < out.real_rate <= (n1 + n2) / 2 * (1 + 1e-9)
+    y, _ = codec.decompress(out.data)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_corrupt_variable_depth_payloads_fail_cleanly(audio):
+    """Mutated or truncated payloads (checksums recomputed) raise BitstreamError or decode to finite audio."""
+    x = _speechlike(15)
+    n2 = audio.compress_detailed(x, "n2").real_rate
+    good = audio.compress_detailed(x, f"{n2 * 1.2}kbps").data
+    header, chunks = read_container(good)
+    assert chunks[0][0] in (DEPTH_RANGE, DEPTH_CONTEXT)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        c = bytearray(chunks[0])
+        if rng.random() < 0.5:
+            c[int(rng.integers(1, len(c)))] ^= int(rng.integers(1, 256))
+        else:
+            del c[int(rng.integers(len(c) + 1)):]
+        try:
+            y, _ = audio.decompress(write_container(header, [bytes(c)]))
+            assert torch.isfinite(y).all()
+        except BitstreamError:
+            pass
+    for tag in (DEPTH_RANGE, DEPTH_CONTEXT):  # a tag the model's tables cannot serve, or a body that is not a stream
+        with pytest.raises(BitstreamError):
+            audio.decompress(write_container(header, [bytes([tag]) + b"\x01\x02\x03"]))
