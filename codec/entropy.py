@@ -696,7 +696,8 @@ def _decode_stream(data: bytes, grid: tuple[int, ...], sizes: list[int], tables:
                         has = idx[axis, pos] > 0
                         v = np.full(pos.size, t.num_contexts, dtype=np.int64)
                         v[has] = flat[pos[has] - strides[axis], c]
-                        ctx[src] = np.where(v < 0, t.num_contexts, v)
+                        # a neighbour without this level (variable depth only: other codes are >= 0)
+                        ctx[src] = v if depths is None else np.where(v < 0, t.num_contexts, v)
                 flat[pos, c] = np.asarray(dec.decode(family, cc.probs(ctx)))
     except ValueError:
         raise

@@ -401,10 +401,15 @@ class Codec(nn.Module):
         levels = point.kwargs.get("num_levels")
         if levels is None:
             return []
+        return [p for p in self._levels_of(point) if p.kwargs["num_levels"] > levels]
+
+    def _levels_of(self, point: RatePoint) -> list[RatePoint]:
+        """The residual points that differ from ``point`` in their number of levels alone
+        (``point`` included), fewest levels first."""
         others = {k: v for k, v in point.setting if k != "num_levels"}
-        finer = [p for p in self.rate_points() if p.kwargs.get("num_levels", 0) > levels
-                 and {k: v for k, v in p.setting if k != "num_levels"} == others]
-        return sorted(finer, key=lambda p: p.kwargs["num_levels"])
+        same = [p for p in self.rate_points()
+                if "num_levels" in p.kwargs and {k: v for k, v in p.setting if k != "num_levels"} == others]
+        return sorted(same, key=lambda p: p.kwargs["num_levels"])
 
     # -- training -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> CodecOutput:
@@ -1034,9 +1039,7 @@ class Codec(nn.Module):
         levels = point.kwargs.get("num_levels")
         if levels is None:
             return []
-        others = {k: v for k, v in point.setting if k != "num_levels"}
-        family = {p.kwargs["num_levels"]: p for p in self.rate_points()
-                  if "num_levels" in p.kwargs and {k: v for k, v in p.setting if k != "num_levels"} == others}
+        family = {p.kwargs["num_levels"]: p for p in self._levels_of(point)}
         top = max((n for n in family if n <= levels + MAX_EXTRA_DEPTH), default=0)
         if top <= 1 or any(n not in family for n in range(1, top + 1)):
             return []
@@ -1065,20 +1068,21 @@ class Codec(nn.Module):
         if any(t is None for t in tables):
             return None
         depth_max = len(family)
-        # per tile: the latent's squared error and the codes' estimated bits at depth 0 .. depth_max
-        # (B * N positions each), and each depth's codes
+        level_bits = [torch.from_numpy(-np.log2(t.probabilities())).float() for t in tables]  # per level, per code
+        # per tile (B * N positions each, on the CPU): the latent's squared error and the codes'
+        # estimated bits at depth 0 .. depth_max, and each depth's codes
         errors, bits, found = [], [], []
         for i, tile in enumerate(tokens):
             z = tile.tokens.reshape(-1, tile.tokens.shape[-1]).float()
-            err, cost, codes = [z.square().sum(-1)], [torch.zeros(z.shape[0], device=z.device)], []
+            err, cost, codes = [z.square().sum(-1).cpu()], [torch.zeros(z.shape[0])], []
             for p in family:
                 c = codes_of(p)[0][i].reshape(z.shape[0], -1)
-                err.append((z - self.quantizer.decode(c, **p.kwargs).float()).square().sum(-1))
-                cost.append(sum(torch.from_numpy(-np.log2(t.probabilities()))[c[:, l].cpu()].to(z.device).float()
-                                for l, t in enumerate(tables[: c.shape[1]])))
+                err.append((z - self.quantizer.decode(c, **p.kwargs).float()).square().sum(-1).cpu())
+                c = c.cpu().long()
+                cost.append(sum(level_bits[l][c[:, l]] for l in range(c.shape[1])))
                 codes.append(c)
-            errors.append(torch.stack(err, -1).cpu())
-            bits.append(torch.stack(cost, -1).cpu())
+            errors.append(torch.stack(err, -1))
+            bits.append(torch.stack(cost, -1))
             found.append(codes)
         n = point.kwargs["num_levels"]
         fixed_error = float(sum(e[:, n].sum() for e in errors))
@@ -1094,28 +1098,32 @@ class Codec(nn.Module):
                 grid_codes = torch.full((err.shape[0], depth_max), -1, dtype=torch.long)
                 for d in range(1, depth_max + 1):
                     at = depth == d
-                    grid_codes[at, :d] = codes[d - 1].cpu()[at].long()
+                    grid_codes[at, :d] = codes[d - 1][at]
                 out.append(grid_codes.reshape(tile.tokens.shape[0], *tile.spatial, depth_max))
                 total += float(err.gather(1, depth[:, None]).sum())
                 levels += float(depth.sum())
             return out, total, levels / max(1, sum(e.shape[0] for e in errors))
 
-        def size(codes: list[Tensor]) -> int:
-            chunks = [self._tile_chunk(c, tile.spatial, top) for c, tile in zip(codes, tokens)]
-            return len(self._container(top, chunks, grid, shape, metadata)) + side_bytes
+        def fitting(log_lam: float) -> tuple[list[Tensor], float, float] | None:
+            """:func:`mixed` at ``exp(log_lam)`` where its file (with ``side_bytes``) fits, else ``None``."""
+            result = mixed(math.exp(log_lam))
+            chunks = [self._tile_chunk(c, tile.spatial, top) for c, tile in zip(result[0], tokens)]
+            return result if fits(len(self._container(top, chunks, grid, shape, metadata)) + side_bytes) else None
 
         # the smallest lambda (most bits) whose file fits, by bisection in log-space
         lo, hi = math.log(scale * 1e-3), math.log(scale * 1e3)
-        if not fits(size(mixed(math.exp(hi))[0])):
+        best = fitting(hi)
+        if best is None:
             return None
         for _ in range(DEPTH_SEARCH_STEPS):
             mid = (lo + hi) / 2
-            if fits(size(mixed(math.exp(mid))[0])):
-                hi = mid
+            result = fitting(mid)
+            if result is not None:
+                hi, best = mid, result
             else:
                 lo = mid
         for _ in range(3):  # the file with its own band energies; should it miss, a larger lambda
-            codes, error, mean = mixed(math.exp(hi))
+            codes, error, mean = best
             if error >= fixed_error:
                 return None
             data = self._write_codes(top, [c.to(t.tokens.device) for c, t in zip(codes, tokens)], tokens, grid, shape,
@@ -1123,6 +1131,7 @@ class Codec(nn.Module):
             if fits(len(data)):
                 return top, data, mean
             hi += 0.05
+            best = mixed(math.exp(hi))
         return None
 
     def compress(self, x: Tensor, rate: str | RatePoint = "max", **kwargs: Any) -> bytes:
