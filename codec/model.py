@@ -839,6 +839,8 @@ class Codec(nn.Module):
         fits, its budget is spent position by position: every latent position codes its own
         number of residual levels, up to :data:`MAX_EXTRA_DEPTH` more than the point's, chosen
         where they reduce the latent error most per estimated bit (``mean_levels`` in the result).
+        With several codebook sizes (rate-adaptive codebooks) each size is allocated from its
+        deepest point within the chosen point's rate, and the lowest latent error is written.
         ``False`` keeps one depth for the whole file.
         """
         if x.dim() < 3 or x.shape[0] != 1:
@@ -1017,10 +1019,17 @@ class Codec(nn.Module):
         depth: float | None = None
         if variable_depth and target is not None and refine_steps == 0 and fits(real):
             side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
-            allocated = self._allocate_depths(point, tokens, codes_of, grid, shape, metadata, envelope, side,
-                                              lambda size: fits(self.real_rate(size, shape, sample_rate)))
-            if allocated is not None:
-                point, data, depth = allocated
+            # every codebook setting's allocation (its deepest point within the chosen point's
+            # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
+            chosen: tuple[RatePoint, bytes, float] | None = None
+            to_beat = self._latent_error(point, tokens, codes_of)
+            for base in self._depth_bases(point):
+                allocated = self._allocate_depths(base, tokens, codes_of, grid, shape, metadata, envelope, side,
+                                                  lambda size: fits(self.real_rate(size, shape, sample_rate)), to_beat)
+                if allocated is not None:
+                    chosen, to_beat = allocated[:3], allocated[3]
+            if chosen is not None:
+                point, data, depth = chosen
                 real = self.real_rate(len(data), shape, sample_rate)
         if envelope and optional_envelope and not fits(real):
             # even the lowest point does not fit beside the band energies (a short input): the
@@ -1032,6 +1041,36 @@ class Codec(nn.Module):
             return out
         return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes,
                           mean_levels=depth)
+
+    def _depth_bases(self, point: RatePoint) -> list[RatePoint]:
+        """The points a variable depth starts from under a rate target: ``point`` first, then for
+        every other codebook setting among the :attr:`target_points` (all points where the model
+        lists none) its deepest point whose rate is not above ``point``'s."""
+        if point.kwargs.get("num_levels") is None:
+            return [point]
+        def setting(p: RatePoint) -> tuple[tuple[str, int], ...]:
+            return tuple((k, v) for k, v in p.setting if k != "num_levels")
+
+        listed = [p for p in self.rate_points() if "num_levels" in p.kwargs
+                  and (not self.target_points or p.name in self.target_points)]
+        bases = [point]
+        for other in dict.fromkeys(setting(p) for p in listed):
+            if other == setting(point):
+                continue
+            under = [p for p in self.rate_points() if "num_levels" in p.kwargs and setting(p) == other
+                     and (p.rate, p.nominal) <= (point.rate, point.nominal)]
+            if under:
+                bases.append(max(under, key=lambda p: p.kwargs["num_levels"]))
+        return bases
+
+    def _latent_error(self, point: RatePoint, tokens: list[TileTokens], codes_of: Any) -> float:
+        """The latent's squared error with ``point``'s codes, summed over every tile."""
+        total = 0.0
+        for tile, codes in zip(tokens, codes_of(point)[0]):
+            z = tile.tokens.reshape(-1, tile.tokens.shape[-1]).float()
+            c = codes.reshape(z.shape[0], -1)
+            total += float((z - self.quantizer.decode(c, **point.kwargs).float()).square().sum())
+        return total
 
     def _depth_family(self, point: RatePoint) -> list[RatePoint]:
         """The points of ``point``'s codebooks with 1 .. ``n +`` :data:`MAX_EXTRA_DEPTH` levels,
@@ -1047,9 +1086,10 @@ class Codec(nn.Module):
 
     def _allocate_depths(
         self, point: RatePoint, tokens: list[TileTokens], codes_of: Any, grid: TileGrid, shape: tuple[int, ...],
-        metadata: Mapping[str, Any] | None, envelope: bool, side_bytes: int, fits: Any,
-    ) -> tuple[RatePoint, bytes, float] | None:
-        """Spend a rate target's budget level by level where it helps most: ``(deepest point, file, mean levels)``.
+        metadata: Mapping[str, Any] | None, envelope: bool, side_bytes: int, fits: Any, to_beat: float | None = None,
+    ) -> tuple[RatePoint, bytes, float, float] | None:
+        """Spend a rate target's budget level by level where it helps most:
+        ``(deepest point, file, mean levels, latent squared error)``.
 
         Every position of the latent grid codes its own number of residual levels, 0 to ``n +``
         :data:`MAX_EXTRA_DEPTH` of ``point``'s codebooks (``-1`` marks the levels it leaves out;
@@ -1057,8 +1097,8 @@ class Codec(nn.Module):
         error plus ``lambda`` times the codes' estimated bits at every position, with the
         smallest ``lambda`` whose file ``fits`` (``side_bytes``: what band energies add, measured
         on ``point``'s file; the file written is then checked with its own). ``None`` where no
-        such file has a smaller latent error than ``point``'s fixed depth, or the model has no
-        frequency tables for the deepest point.
+        such file has a smaller latent error than ``point``'s fixed depth (and than ``to_beat``,
+        where given), or the model has no frequency tables for the deepest point.
         """
         family = self._depth_family(point)
         if not family:
@@ -1087,6 +1127,7 @@ class Codec(nn.Module):
         n = point.kwargs["num_levels"]
         fixed_error = float(sum(e[:, n].sum() for e in errors))
         scale = fixed_error / max(1.0, float(sum(b[:, n].sum() for b in bits)))
+        bound = fixed_error if to_beat is None else min(fixed_error, to_beat)
         if not scale > 0:
             return None
 
@@ -1112,6 +1153,8 @@ class Codec(nn.Module):
 
         # the smallest lambda (most bits) whose file fits, by bisection in log-space
         lo, hi = math.log(scale * 1e-3), math.log(scale * 1e3)
+        if mixed(math.exp(lo))[1] >= bound:
+            return None  # not even the most bits this search may spend beat the bound
         best = fitting(hi)
         if best is None:
             return None
@@ -1124,12 +1167,12 @@ class Codec(nn.Module):
                 lo = mid
         for _ in range(3):  # the file with its own band energies; should it miss, a larger lambda
             codes, error, mean = best
-            if error >= fixed_error:
+            if error >= bound:
                 return None
             data = self._write_codes(top, [c.to(t.tokens.device) for c, t in zip(codes, tokens)], tokens, grid, shape,
                                      metadata, envelope)
             if fits(len(data)):
-                return top, data, mean
+                return top, data, mean, error
             hi += 0.05
             best = mixed(math.exp(hi))
         return None

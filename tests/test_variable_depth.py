@@ -124,3 +124,38 @@ def test_corrupt_variable_depth_payloads_fail_cleanly(audio):
     for tag in (DEPTH_RANGE, DEPTH_CONTEXT):  # a tag the model's tables cannot serve, or a body that is not a stream
         with pytest.raises(BitstreamError):
             audio.decompress(write_container(header, [bytes([tag]) + b"\x01\x02\x03"]))
+
+
+def test_every_codebook_size_is_a_base_and_the_lowest_latent_error_wins(monkeypatch):
+    """With rate-adaptive codebooks, each size's deepest point within the chosen point's rate is
+    allocated too; the file kept has the lowest latent error of them and still fits."""
+    torch.manual_seed(0)
+    codec = Codec.build("audio-seanet", "rvq", network_kwargs=AUDIO_NET,
+                        quantizer_kwargs=dict(quantizer="raq", codebook_size=64, min_codebook_size=16,
+                                              max_codebook_size=64, rate_points=[16, 64], num_levels=5,
+                                              base_kwargs=dict(init="kmeans")))
+    train = [_speechlike(i) for i in range(6)]
+    codec.train()(torch.cat(train))
+    codec.eval()
+    codec.fit_entropy_tables(train)
+    x = _speechlike(16)
+    by_name = {p.name: p for p in codec.rate_points()}
+    bases = codec._depth_bases(by_name["k64-n3"])
+    assert [b.name for b in bases][0] == "k64-n3" and len(bases) == 2
+    assert bases[1].kwargs["codebook_size"] == 16 and bases[1].rate <= by_name["k64-n3"].rate
+    assert codec._depth_bases(by_name["k64-n1"])[1:] == [p for p in codec.rate_points()
+                                                         if p.name.startswith("k16-") and p.rate <= by_name["k64-n1"].rate][-1:]
+    rate = f"{codec.compress_detailed(x, 'k64-n2').real_rate * 1.15}kbps"
+    point = codec.select_rate(rate)
+    both = codec.compress_detailed(x, rate)
+    assert both.mean_levels is not None and both.real_rate <= float(rate[:-4]) * (1 + 1e-9)
+    errors = {}
+    for base in codec._depth_bases(point):  # each base alone
+        monkeypatch.setattr(Codec, "_depth_bases", lambda self, p, base=base: [base])
+        alone = codec.compress_detailed(x, rate)
+        if alone.mean_levels is not None:
+            errors[base.name] = _latent_error(codec, x, alone.data)
+    assert errors  # a base whose every allocation loses to the fixed depth gives none
+    assert _latent_error(codec, x, both.data) == pytest.approx(min(errors.values()), rel=1e-6)
+    y, _ = codec.decompress(both.data)
+    assert y.shape == x.shape and torch.isfinite(y).all()
