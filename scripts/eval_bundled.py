@@ -28,11 +28,14 @@ DOCS = ROOT / "docs" / "eval"
 SPEECH_RATES = "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 EARLIER_SPEECH_RATES = "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 MUSIC_RATES = "1.5kbps,3kbps,6kbps,12kbps"
+IMAGE_TARGETS = "0.05bpp,0.1bpp,0.15bpp,0.2bpp,0.25bpp,0.3bpp"
 
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
+    # the same photos at bits-per-pixel targets: each file at a variable depth under its budget
+    "image-v2-photos-targets": ["data/eval/images", "-m", "image-v2", "--rates", IMAGE_TARGETS],
     "audio-v3-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2",
                         "--rates", SPEECH_RATES],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
