@@ -1022,8 +1022,9 @@ class Codec(nn.Module):
             # every codebook setting's allocation (its deepest point within the chosen point's
             # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
             chosen: tuple[RatePoint, bytes, float] | None = None
-            to_beat = self._latent_error(point, tokens, codes_of)
-            for base in self._depth_bases(point):
+            bases = [b for b in self._depth_bases(point) if self._depth_family(b)]
+            to_beat = self._latent_error(point, tokens, codes_of) if bases else 0.0
+            for base in bases:
                 allocated = self._allocate_depths(base, tokens, codes_of, grid, shape, metadata, envelope, side,
                                                   lambda size: fits(self.real_rate(size, shape, sample_rate)), to_beat)
                 if allocated is not None:
