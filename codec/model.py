@@ -1020,11 +1020,16 @@ class Codec(nn.Module):
         if variable_depth and target is not None and refine_steps == 0 and fits(real):
             side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
             # every codebook setting's allocation (its deepest point within the chosen point's
-            # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
+            # rate as the base); the lowest latent error wins, and it must beat the fixed depth's.
+            # With a beam search, deeper codes have the lower error at nearly every position.
             chosen: tuple[RatePoint, bytes, float] | None = None
             bases = [b for b in self._depth_bases(point) if self._depth_family(b)]
             to_beat = self._latent_error(point, tokens, codes_of) if bases else 0.0
             for base in bases:
+                if self._latent_error(self._depth_family(base)[-1], tokens, codes_of) >= to_beat:
+                    # its deepest codes, which the allocation only nears by spending the most bits,
+                    # lose already: skip it before its other level counts are searched
+                    continue
                 allocated = self._allocate_depths(base, tokens, codes_of, grid, shape, metadata, envelope, side,
                                                   lambda size: fits(self.real_rate(size, shape, sample_rate)), to_beat)
                 if allocated is not None:
