@@ -1054,6 +1054,7 @@ class Codec(nn.Module):
         lists none) its deepest point whose rate is not above ``point``'s."""
         if point.kwargs.get("num_levels") is None:
             return [point]
+
         def setting(p: RatePoint) -> tuple[tuple[str, int], ...]:
             return tuple((k, v) for k, v in p.setting if k != "num_levels")
 
