@@ -124,6 +124,11 @@ def parse_rate(text: str) -> tuple[float, str]:
     return float(m.group(1)) * scale, unit
 
 
+def _codebooks(point: RatePoint) -> tuple[tuple[str, int], ...]:
+    """``point``'s setting without its number of residual levels: the codebooks it codes with."""
+    return tuple((k, v) for k, v in point.setting if k != "num_levels")
+
+
 def _point_name(setting: Mapping[str, int]) -> str:
     if not setting:
         return "full"
@@ -406,9 +411,7 @@ class Codec(nn.Module):
     def _levels_of(self, point: RatePoint) -> list[RatePoint]:
         """The residual points that differ from ``point`` in their number of levels alone
         (``point`` included), fewest levels first."""
-        others = {k: v for k, v in point.setting if k != "num_levels"}
-        same = [p for p in self.rate_points()
-                if "num_levels" in p.kwargs and {k: v for k, v in p.setting if k != "num_levels"} == others]
+        same = [p for p in self.rate_points() if "num_levels" in p.kwargs and _codebooks(p) == _codebooks(point)]
         return sorted(same, key=lambda p: p.kwargs["num_levels"])
 
     # -- training -------------------------------------------------------------------------------
@@ -1020,16 +1023,11 @@ class Codec(nn.Module):
         if variable_depth and target is not None and refine_steps == 0 and fits(real):
             side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
             # every codebook setting's allocation (its deepest point within the chosen point's
-            # rate as the base); the lowest latent error wins, and it must beat the fixed depth's.
-            # With a beam search, deeper codes have the lower error at nearly every position.
+            # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
             chosen: tuple[RatePoint, bytes, float] | None = None
             bases = [b for b in self._depth_bases(point) if self._depth_family(b)]
-            to_beat = self._latent_error(point, tokens, codes_of) if bases else 0.0
+            to_beat = float(sum(e.sum() for e in self._position_errors(point, tokens, codes_of))) if bases else 0.0
             for base in bases:
-                if self._latent_error(self._depth_family(base)[-1], tokens, codes_of) >= to_beat:
-                    # its deepest codes, which the allocation only nears by spending the most bits,
-                    # lose already: skip it before its other level counts are searched
-                    continue
                 allocated = self._allocate_depths(base, tokens, codes_of, grid, shape, metadata, envelope, side,
                                                   lambda size: fits(self.real_rate(size, shape, sample_rate)), to_beat)
                 if allocated is not None:
@@ -1054,30 +1052,23 @@ class Codec(nn.Module):
         lists none) its deepest point whose rate is not above ``point``'s."""
         if point.kwargs.get("num_levels") is None:
             return [point]
-
-        def setting(p: RatePoint) -> tuple[tuple[str, int], ...]:
-            return tuple((k, v) for k, v in p.setting if k != "num_levels")
-
-        listed = [p for p in self.rate_points() if "num_levels" in p.kwargs
-                  and (not self.target_points or p.name in self.target_points)]
+        residual = [p for p in self.rate_points() if "num_levels" in p.kwargs]
+        listed = [p for p in residual if not self.target_points or p.name in self.target_points]
         bases = [point]
-        for other in dict.fromkeys(setting(p) for p in listed):
-            if other == setting(point):
-                continue
-            under = [p for p in self.rate_points() if "num_levels" in p.kwargs and setting(p) == other
-                     and (p.rate, p.nominal) <= (point.rate, point.nominal)]
-            if under:
+        for other in dict.fromkeys(_codebooks(p) for p in listed):
+            under = [p for p in residual if _codebooks(p) == other and (p.rate, p.nominal) <= (point.rate, point.nominal)]
+            if other != _codebooks(point) and under:
                 bases.append(max(under, key=lambda p: p.kwargs["num_levels"]))
         return bases
 
-    def _latent_error(self, point: RatePoint, tokens: list[TileTokens], codes_of: Any) -> float:
-        """The latent's squared error with ``point``'s codes, summed over every tile."""
-        total = 0.0
+    def _position_errors(self, point: RatePoint, tokens: list[TileTokens], codes_of: Any) -> list[Tensor]:
+        """Per tile: the latent's squared error at each of its ``B * N`` positions with ``point``'s
+        codes (on the CPU)."""
+        out = []
         for tile, codes in zip(tokens, codes_of(point)[0]):
             z = tile.tokens.reshape(-1, tile.tokens.shape[-1]).float()
-            c = codes.reshape(z.shape[0], -1)
-            total += float((z - self.quantizer.decode(c, **point.kwargs).float()).square().sum())
-        return total
+            out.append((z - self.quantizer.decode(codes.reshape(z.shape[0], -1), **point.kwargs).float()).square().sum(-1).cpu())
+        return out
 
     def _depth_family(self, point: RatePoint) -> list[RatePoint]:
         """The points of ``point``'s codebooks with 1 .. ``n +`` :data:`MAX_EXTRA_DEPTH` levels,
@@ -1105,7 +1096,10 @@ class Codec(nn.Module):
         smallest ``lambda`` whose file ``fits`` (``side_bytes``: what band energies add, measured
         on ``point``'s file; the file written is then checked with its own). ``None`` where no
         such file has a smaller latent error than ``point``'s fixed depth (and than ``to_beat``,
-        where given), or the model has no frequency tables for the deepest point.
+        where given), or the model has no frequency tables for the deepest point. Where the
+        deepest level's codes alone do not beat ``to_beat`` (with a beam search, deeper codes have
+        the lower error at nearly every position, and the allocation only nears them by spending
+        the most bits), it gives up before the other level counts are searched.
         """
         family = self._depth_family(point)
         if not family:
@@ -1115,20 +1109,22 @@ class Codec(nn.Module):
         if any(t is None for t in tables):
             return None
         depth_max = len(family)
+        deepest = self._position_errors(top, tokens, codes_of)
+        if to_beat is not None and float(sum(e.sum() for e in deepest)) >= to_beat:
+            return None
+        per_depth = [self._position_errors(p, tokens, codes_of) for p in family[:-1]] + [deepest]
         level_bits = [torch.from_numpy(-np.log2(t.probabilities())).float() for t in tables]  # per level, per code
         # per tile (B * N positions each, on the CPU): the latent's squared error and the codes'
         # estimated bits at depth 0 .. depth_max, and each depth's codes
         errors, bits, found = [], [], []
         for i, tile in enumerate(tokens):
             z = tile.tokens.reshape(-1, tile.tokens.shape[-1]).float()
-            err, cost, codes = [z.square().sum(-1).cpu()], [torch.zeros(z.shape[0])], []
+            cost, codes = [torch.zeros(z.shape[0])], []
             for p in family:
-                c = codes_of(p)[0][i].reshape(z.shape[0], -1)
-                err.append((z - self.quantizer.decode(c, **p.kwargs).float()).square().sum(-1).cpu())
-                c = c.cpu().long()
+                c = codes_of(p)[0][i].reshape(z.shape[0], -1).cpu().long()
                 cost.append(sum(level_bits[l][c[:, l]] for l in range(c.shape[1])))
                 codes.append(c)
-            errors.append(torch.stack(err, -1))
+            errors.append(torch.stack([z.square().sum(-1).cpu()] + [e[i] for e in per_depth], -1))
             bits.append(torch.stack(cost, -1))
             found.append(codes)
         n = point.kwargs["num_levels"]
