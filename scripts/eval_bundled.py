@@ -40,7 +40,14 @@ EVALS: dict[str, list[str]] = {
                         "--rates", SPEECH_RATES],
     "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
                            "--rates", SPEECH_RATES],
-    # audio-v4 (the default): audio-v3's codes with a decoder fine-tuned through the band-energy correction
+    # audio-v5 (the default): audio-v4's decoder fine-tuned on with a loudness-disturbance term
+    "audio-v5-speech": ["data/eval/speech", "-m", "audio-v5", "--min-seconds", "2",
+                        "--rates", SPEECH_RATES],
+    "audio-v5-telephone": ["data/eval/speech", "-m", "audio-v5", "--min-seconds", "2", "--sample-rate", "8000",
+                           "--rates", SPEECH_RATES],
+    "audio-v5-music": ["data/eval/music", "-m", "audio-v5", "--max-seconds", "20", "--baselines", "opus",
+                       "--rates", MUSIC_RATES],
+    # audio-v4: audio-v3's codes with a decoder fine-tuned through the band-energy correction
     "audio-v4-speech": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2",
                         "--rates", SPEECH_RATES],
     "audio-v4-telephone": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2", "--sample-rate", "8000",

@@ -64,11 +64,14 @@ def test_models_command_lists_the_bundled_models():
     assert {e.name for e in list_models() if e.default} == set(INDEX["default"].values())
 
 
-@pytest.mark.skipif(not {"audio-v3", "audio-v4"} <= set(NAMES), reason="needs audio-v3 and audio-v4")
-def test_audio_v4_writes_the_codes_of_audio_v3_and_decodes_them_its_own_way():
-    # audio-v4 is audio-v3 with a fine-tuned decoder: the same encoder, quantizer, beam and
-    # entropy tables, so the same payload bytes at every point; only what they decode to differs
-    v3, v4 = codec.load_model("audio-v3"), codec.load_model("audio-v4")
+@pytest.mark.parametrize("source, tuned", [("audio-v3", "audio-v4"), ("audio-v4", "audio-v5")])
+def test_a_decoder_fine_tune_writes_the_codes_of_its_source_and_decodes_them_its_own_way(source, tuned):
+    # audio-v4 is audio-v3 with a fine-tuned decoder, audio-v5 audio-v4 with one: the same encoder,
+    # quantizer, beam and entropy tables, so the same payload bytes at every point; only what
+    # they decode to differs
+    if not {source, tuned} <= set(NAMES):
+        pytest.skip(f"needs {source} and {tuned}")
+    v3, v4 = codec.load_model(source), codec.load_model(tuned)
     dec3, dec4 = dict(v3.decoder.state_dict()), dict(v4.decoder.state_dict())
     others3 = {k: v for k, v in v3.state_dict().items() if not k.startswith("decoder.")}
     others4 = {k: v for k, v in v4.state_dict().items() if not k.startswith("decoder.")}

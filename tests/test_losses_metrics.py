@@ -4,7 +4,10 @@ import math
 
 import torch
 
+import pytest
+
 from codec.losses import (
+    LoudnessDisturbanceLoss,
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     feature_matching_loss,
@@ -54,6 +57,38 @@ def test_spectral_losses_are_zero_on_identity_and_grow_with_distortion():
     assert float(mel(x, 0.5 * x)) < float(mel(x, 0.1 * x))
     assert float(stft(x, x + 0.01 * torch.randn_like(x))) < float(stft(x, x + 0.1 * torch.randn_like(x)))
     assert float(mel_distance(x, x, 16000).max()) == 0.0
+
+
+def _speech_like(seconds: float = 1.0, sr: int = 16000) -> torch.Tensor:
+    """A harmonic tone (150 Hz, 20 harmonics) with a syllable-rate envelope: (1, 1, T)."""
+    t = torch.arange(int(seconds * sr)) / sr
+    tone = sum(torch.sin(2 * math.pi * 150 * h * t) / h for h in range(1, 21))
+    return (0.1 * tone * (0.55 + 0.45 * torch.sin(2 * math.pi * 4 * t)))[None, None]
+
+
+def test_loudness_disturbance_loss_follows_pesq_model():
+    x = _speech_like()
+    loss = LoudnessDisturbanceLoss(16000)
+    assert float(loss(x, x)) < 1e-4
+    # an overall gain is not an error (P.862 aligns levels); a dead zone forgives small changes
+    assert float(loss(x, 3.0 * x)) < 1e-3
+    torch.manual_seed(0)
+    noise = torch.randn_like(x) * x.std()
+    small, large = float(loss(x, x + 0.03 * noise)), float(loss(x, x + 0.3 * noise))
+    assert 0 < small < large
+    # asymmetric: energy added in the harmonics' gaps costs more than as much energy taken away
+    # from the signal (here: its harmonics above 1.5 kHz)
+    keep = torch.fft.rfftfreq(x.shape[-1], 1 / 16000) < 1500
+    lowpassed = torch.fft.irfft(torch.fft.rfft(x) * keep, n=x.shape[-1])
+    removed = x - lowpassed
+    added_noise = noise / noise.norm() * removed.norm()
+    assert float(loss(x, x + added_noise)) > float(loss(x, lowpassed))
+    # differentiable, finite gradients, also through silence
+    y = torch.cat([x, torch.zeros_like(x)], dim=-1).requires_grad_(True)
+    loss(torch.cat([x, torch.zeros_like(x)], dim=-1), y + 0.03 * torch.randn_like(y)).backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least"):
+        loss(x[..., :100], x[..., :100])
 
 
 def test_adversarial_losses():

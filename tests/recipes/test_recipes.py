@@ -287,3 +287,16 @@ def test_decoder_fine_tuning_through_the_band_energy_correction(tmp_path):
     assert all(r["mel@env"] and not r.get("mel") for r in env)  # only the corrected one
     # the same first step, less the raw output's mel term
     assert float(env[0]["loss"]) == pytest.approx(float(both[0]["loss"]) - float(both[0]["mel"]), rel=1e-5)
+
+
+def test_loudness_term_is_logged_weighted_and_added_to_the_loss(tmp_path):
+    base = ["--config", "debug", "--set", "steps=1", "--set", "log_every=1", "--set", "val_every=1",
+            "--set", "segment_seconds=0.5"]
+    audio_codec.main([*base, "--out", str(tmp_path / "off")])
+    audio_codec.main([*base, "--set", "loudness_weight=2.0", "--out", str(tmp_path / "on")])
+    off = [r for r in read_log(tmp_path / "off") if r["split"] == "train"][0]
+    on = [r for r in read_log(tmp_path / "on") if r["split"] == "train"][0]
+    assert not off.get("loudness") and float(on["loudness"]) > 0
+    # the same first step (same seed, same batch), plus the weighted loudness term
+    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + float(on["loudness"]), rel=1e-5)
+    assert float(on["mel"]) == pytest.approx(float(off["mel"]), rel=1e-6)
