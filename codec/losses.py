@@ -228,12 +228,12 @@ class LoudnessDisturbanceLoss(nn.Module):
         ref, deg = self._band_power(x), self._band_power(x_hat)
         ref = ref / ref.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
         deg = deg / deg.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-        audible = ref > 100.0 * self.threshold
-        long_term = lambda p: (p * audible).mean(dim=1, keepdim=True)  # noqa: E731
+        audible = ref > 100.0 * self.threshold  # the bands and frames P.862 averages over
         floor = 1e3 * self.threshold
-        ref = ref * ((long_term(deg) + floor) / (long_term(ref) + floor)).clamp(0.01, 100.0)
-        frame = lambda p: (p * (p > self.threshold)).sum(dim=2, keepdim=True)  # noqa: E731
-        gain = ((frame(ref) + 1e-3) / (frame(deg) + 1e-3)).clamp(3e-4, 5.0)
+        long_term_ref, long_term_deg = (p.mul(audible).mean(dim=1, keepdim=True) for p in (ref, deg))
+        ref = ref * ((long_term_deg + floor) / (long_term_ref + floor)).clamp(0.01, 100.0)
+        frame_ref, frame_deg = (p.mul(p > self.threshold).sum(dim=2, keepdim=True) for p in (ref, deg))
+        gain = ((frame_ref + 1e-3) / (frame_deg + 1e-3)).clamp(3e-4, 5.0)
         gain = torch.cat([gain[:, :1], 0.8 * gain[:, 1:] + 0.2 * gain[:, :-1]], dim=1)
         deg = deg * gain
         loud_ref, loud_deg = self._loudness(ref), self._loudness(deg)
