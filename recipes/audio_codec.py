@@ -159,6 +159,20 @@ PRESETS["cpu-v5"] = replace(
 )
 
 
+# The bundled audio-v5: audio-v4's decoder fine-tuned on with a loudness-disturbance term beside
+# the mel loss (codec.losses.LoudnessDisturbanceLoss: PESQ's perceptual model, scoring added
+# noise above missing energy and the worst 320 ms above the mean), through the band-energy
+# correction as cpu-v5. Codes, entropy tables and file sizes stay audio-v3's. Measured on 8
+# validation speech clips at 1.2 / 1.6 / 2.4 / 3.2 kbps rate targets, wide-band PESQ against
+# audio-v4: +0.044 / +0.036 / +0.042 / +0.033 (STOI -0.002 to -0.006); the same 800 steps
+# without the term (cpu-v5 resumed from audio-v4) gave +0.008 / +0.008 / +0.015 / +0.011
+# (STOI -0.000 to +0.003). 800 steps, 14 min on a 2-core CPU.
+PRESETS["cpu-v6"] = replace(
+    PRESETS["cpu-v5"], out="runs/audio_cpu_v6", init_model="audio-v4", loudness_weight=1.0, steps=800,
+    val_every=400, checkpoint_every=200,
+)
+
+
 @torch.no_grad()
 def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch.device) -> dict[str, float]:
     """SI-SDR / mel distance of validation excerpts at up to four rate points (lowest to highest)."""
@@ -181,11 +195,11 @@ def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch
 
 def _signal_losses(cfg: AudioCodecConfig, model: Codec, device: torch.device) -> Callable[[Tensor, Tensor], dict[str, Tensor]]:
     mel = MultiResolutionMelLoss(int(model.sample_rate)).to(device)
-    loudness = LoudnessDisturbanceLoss(int(model.sample_rate)).to(device)
+    loudness = LoudnessDisturbanceLoss(int(model.sample_rate)).to(device) if cfg.loudness_weight > 0 else None
 
     def losses(target: Tensor, recon: Tensor) -> dict[str, Tensor]:
         terms = {"mel": cfg.mel_weight * mel(target, recon)} if cfg.mel_weight > 0 else {}
-        if cfg.loudness_weight > 0:
+        if loudness is not None:
             terms["loudness"] = cfg.loudness_weight * loudness(target, recon)
         return terms
 
@@ -213,16 +227,3 @@ def main(argv: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     main()
 
-
-# The bundled audio-v5: audio-v4's decoder fine-tuned on with a loudness-disturbance term beside
-# the mel loss (codec.losses.LoudnessDisturbanceLoss: PESQ's perceptual model, scoring added
-# noise above missing energy and the worst 320 ms above the mean), through the band-energy
-# correction as cpu-v5. Codes, entropy tables and file sizes stay audio-v3's. Measured on 8
-# validation speech clips at 1.2 / 1.6 / 2.4 / 3.2 kbps rate targets, wide-band PESQ against
-# audio-v4: +0.044 / +0.036 / +0.042 / +0.033 (STOI -0.002 to -0.006); the same 800 steps
-# without the term (cpu-v5 resumed from audio-v4) gave +0.008 / +0.008 / +0.015 / +0.011
-# (STOI -0.000 to +0.003). 800 steps, 14 min on a 2-core CPU.
-PRESETS["cpu-v6"] = replace(
-    PRESETS["cpu-v5"], out="runs/audio_cpu_v6", init_model="audio-v4", loudness_weight=1.0, steps=800,
-    val_every=400, checkpoint_every=200,
-)

@@ -30,30 +30,29 @@ EARLIER_SPEECH_RATES = "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 MUSIC_RATES = "1.5kbps,3kbps,6kbps,12kbps"
 IMAGE_TARGETS = "0.05bpp,0.1bpp,0.15bpp,0.2bpp,0.25bpp,0.3bpp"
 
+
+def speech_evals(model: str) -> dict[str, list[str]]:
+    """``<model>-speech`` and ``<model>-telephone`` (the same clips at 8 kHz) at the speech requests."""
+    speech = ["data/eval/speech", "-m", model, "--min-seconds", "2"]
+    return {f"{model}-speech": [*speech, "--rates", SPEECH_RATES],
+            f"{model}-telephone": [*speech, "--sample-rate", "8000", "--rates", SPEECH_RATES]}
+
+
+def music_eval(model: str) -> list[str]:
+    """The first 20 s of each song against Opus at the music requests."""
+    return ["data/eval/music", "-m", model, "--max-seconds", "20", "--baselines", "opus", "--rates", MUSIC_RATES]
+
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
     # the same photos at bits-per-pixel targets: each file at a variable depth under its budget
     "image-v2-photos-targets": ["data/eval/images", "-m", "image-v2", "--rates", IMAGE_TARGETS],
-    "audio-v3-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2",
-                        "--rates", SPEECH_RATES],
-    "audio-v3-telephone": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", SPEECH_RATES],
+    **speech_evals("audio-v3"),
     # audio-v5 (the default): audio-v4's decoder fine-tuned on with a loudness-disturbance term
-    "audio-v5-speech": ["data/eval/speech", "-m", "audio-v5", "--min-seconds", "2",
-                        "--rates", SPEECH_RATES],
-    "audio-v5-telephone": ["data/eval/speech", "-m", "audio-v5", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", SPEECH_RATES],
-    "audio-v5-music": ["data/eval/music", "-m", "audio-v5", "--max-seconds", "20", "--baselines", "opus",
-                       "--rates", MUSIC_RATES],
+    **speech_evals("audio-v5"), "audio-v5-music": music_eval("audio-v5"),
     # audio-v4: audio-v3's codes with a decoder fine-tuned through the band-energy correction
-    "audio-v4-speech": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2",
-                        "--rates", SPEECH_RATES],
-    "audio-v4-telephone": ["data/eval/speech", "-m", "audio-v4", "--min-seconds", "2", "--sample-rate", "8000",
-                           "--rates", SPEECH_RATES],
-    "audio-v4-music": ["data/eval/music", "-m", "audio-v4", "--max-seconds", "20", "--baselines", "opus",
-                       "--rates", MUSIC_RATES],
+    **speech_evals("audio-v4"), "audio-v4-music": music_eval("audio-v4"),
     # the same without band energies (--no-envelope: the codes alone, as files were before them)
     "audio-v3-no-envelope-speech": ["data/eval/speech", "-m", "audio-v3", "--min-seconds", "2", "--no-envelope",
                                     "--rates", EARLIER_SPEECH_RATES],
