@@ -42,6 +42,7 @@ def music_eval(model: str) -> list[str]:
     """The first 20 s of each song against Opus at the music requests."""
     return ["data/eval/music", "-m", model, "--max-seconds", "20", "--baselines", "opus", "--rates", MUSIC_RATES]
 
+
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
@@ -49,7 +50,9 @@ EVALS: dict[str, list[str]] = {
     # the same photos at bits-per-pixel targets: each file at a variable depth under its budget
     "image-v2-photos-targets": ["data/eval/images", "-m", "image-v2", "--rates", IMAGE_TARGETS],
     **speech_evals("audio-v3"),
-    # audio-v5 (the default): audio-v4's decoder fine-tuned on with a loudness-disturbance term
+    # audio-v6 (the default): audio-v5's decoder fine-tuned on with the term also over the telephone band
+    **speech_evals("audio-v6"), "audio-v6-music": music_eval("audio-v6"),
+    # audio-v5: audio-v4's decoder fine-tuned on with a loudness-disturbance term
     **speech_evals("audio-v5"), "audio-v5-music": music_eval("audio-v5"),
     # audio-v4: audio-v3's codes with a decoder fine-tuned through the band-energy correction
     **speech_evals("audio-v4"), "audio-v4-music": music_eval("audio-v4"),

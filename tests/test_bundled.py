@@ -64,11 +64,11 @@ def test_models_command_lists_the_bundled_models():
     assert {e.name for e in list_models() if e.default} == set(INDEX["default"].values())
 
 
-@pytest.mark.parametrize("source, tuned", [("audio-v3", "audio-v4"), ("audio-v4", "audio-v5")])
+@pytest.mark.parametrize("source, tuned", [("audio-v3", "audio-v4"), ("audio-v4", "audio-v5"), ("audio-v5", "audio-v6")])
 def test_a_decoder_fine_tune_writes_the_codes_of_its_source_and_decodes_them_its_own_way(source, tuned):
-    # audio-v4 is audio-v3 with a fine-tuned decoder, audio-v5 audio-v4 with one: the same encoder,
-    # quantizer, beam and entropy tables, so the same payload bytes at every point; only what
-    # they decode to differs
+    # audio-v4 is audio-v3 with a fine-tuned decoder, audio-v5 audio-v4 with one and audio-v6
+    # audio-v5 with one: the same encoder, quantizer, beam and entropy tables, so the same payload
+    # bytes at every point; only what they decode to differs
     if not {source, tuned} <= set(NAMES):
         pytest.skip(f"needs {source} and {tuned}")
     v3, v4 = codec.load_model(source), codec.load_model(tuned)

@@ -91,6 +91,20 @@ def test_loudness_disturbance_loss_follows_pesq_model():
         loss(x[..., :100], x[..., :100])
 
 
+
+def test_narrowband_loudness_loss_hears_only_the_telephone_band():
+    """Bands up to 4 kHz (as narrow-band PESQ hears 8 kHz speech): noise above them changes
+    nothing, noise inside costs as the wide-band term's does."""
+    x = _speech_like(sr=24000)
+    wide, narrow = LoudnessDisturbanceLoss(24000), LoudnessDisturbanceLoss(24000, n_bands=42, f_max_hz=4000.0)
+    torch.manual_seed(0)
+    noise = torch.randn_like(x) * x.std()
+    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / 24000)
+    high = torch.fft.irfft(torch.fft.rfft(noise) * (freqs > 5000), n=x.shape[-1])
+    low = torch.fft.irfft(torch.fft.rfft(noise) * (freqs < 3000), n=x.shape[-1])
+    assert float(narrow(x, x + 0.3 * high)) < 1e-5 < float(wide(x, x + 0.3 * high))
+    assert float(narrow(x, x + 0.3 * low)) > float(narrow(x, x + 0.03 * low)) > 0
+
 def test_adversarial_losses():
     real, fake = [torch.full((2, 4), 2.0)], [torch.full((2, 4), -2.0)]
     assert float(hinge_discriminator_loss(real, fake)) == 0.0

@@ -300,3 +300,11 @@ def test_loudness_term_is_logged_weighted_and_added_to_the_loss(tmp_path):
     # the same first step (same seed, same batch), plus the weighted loudness term
     assert float(on["loss"]) == pytest.approx(float(off["loss"]) + float(on["loudness"]), rel=1e-5)
     assert float(on["mel"]) == pytest.approx(float(off["mel"]), rel=1e-6)
+    # the narrow-band term beside it: logged on its own, added with its weight
+    audio_codec.main([*base, "--set", "loudness_weight=2.0", "--set", "narrowband_loudness_weight=3.0",
+                      "--out", str(tmp_path / "nb")])
+    nb = [r for r in read_log(tmp_path / "nb") if r["split"] == "train"][0]
+    assert float(nb["loudness"]) == pytest.approx(float(on["loudness"]), rel=1e-5) and float(nb["loudness_nb"]) > 0
+    assert float(nb["loss"]) == pytest.approx(float(on["loss"]) + float(nb["loudness_nb"]), rel=1e-5)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        audio_codec.main([*base, "--set", "narrowband_loudness_weight=-1", "--out", str(tmp_path / "bad")])
