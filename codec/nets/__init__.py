@@ -41,6 +41,7 @@ def _register_builtins() -> None:
     from codec.nets import audio, image
 
     register_network("image-resnet")(image.build_image_resnet)
+    register_network("image-gdn")(image.build_image_gdn)
     register_network("audio-seanet")(audio.build_audio_seanet)
 
 

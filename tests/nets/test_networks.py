@@ -6,9 +6,11 @@ import torch
 from codec.nets import get_network, list_networks
 from codec.nets.audio import resample
 from codec.nets.discriminators import get_discriminator, list_discriminators
+from codec.nets.image import GDN
 
 SMALL = {
     "image-resnet": dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, factor=4, latent_dim=8),
+    "image-gdn": dict(channels=8, factor=4, latent_dim=8),
     "audio-seanet": dict(channels=4, strides=(2, 4, 5, 8), latent_dim=8),
 }
 # inputs of awkward sizes per modality: (shape, expected latent spatial)
@@ -40,8 +42,9 @@ def test_odd_sizes_round_trip_shapes_and_gradients(name):
         x.grad = None
 
 
-def test_image_padding_reflects_when_possible_and_replicates_on_tiny_images():
-    enc = get_network("image-resnet", **SMALL["image-resnet"]).encoder
+@pytest.mark.parametrize("name", ["image-resnet", "image-gdn"])
+def test_image_padding_reflects_when_possible_and_replicates_on_tiny_images(name):
+    enc = get_network(name, **SMALL[name]).encoder
     x = torch.rand(1, 3, 6, 7)
     y, _ = enc.prepare(x)
     # reflect: padded row 6 mirrors row 4 (in the network's [-1, 1] range)
@@ -52,12 +55,41 @@ def test_image_padding_reflects_when_possible_and_replicates_on_tiny_images():
     torch.testing.assert_close(y[..., 3, 0], tiny[..., 0, 0] * 2 - 1)  # replicated
 
 
-def test_greyscale_model_and_wrong_channel_counts():
-    nets = get_network("image-resnet", **{**SMALL["image-resnet"], "in_channels": 1})
+@pytest.mark.parametrize("name", ["image-resnet", "image-gdn"])
+def test_greyscale_model_and_wrong_channel_counts(name):
+    nets = get_network(name, **{**SMALL[name], "in_channels": 1})
     y, info = nets.encoder.prepare(torch.rand(2, 1, 10, 9))
     assert nets.encoder.restore(nets.decoder(nets.encoder(y)), info).shape == (2, 1, 10, 9)
     with pytest.raises(ValueError, match=r"expected images \(B, 1, H, W\)"):
         nets.encoder.prepare(torch.rand(1, 3, 8, 8))
+
+
+def test_gdn_is_the_divisive_normalisation_and_igdn_its_multiplicative_mirror():
+    gdn, igdn = GDN(2), GDN(2, inverse=True)
+    with torch.no_grad():
+        for m in (gdn, igdn):
+            m.beta.copy_(torch.tensor([0.5, -2.0]))  # used as |beta|
+            m.gamma.copy_(torch.tensor([[0.2, 0.1], [-0.3, 0.4]]))  # used as |gamma|
+    x = torch.randn(3, 2, 4, 5)
+    norm = torch.sqrt(torch.stack([0.5 + 0.2 * x[:, 0] ** 2 + 0.1 * x[:, 1] ** 2,
+                                   2.0 + 0.3 * x[:, 0] ** 2 + 0.4 * x[:, 1] ** 2], 1) + 1e-6)
+    torch.testing.assert_close(gdn(x), x / norm)
+    torch.testing.assert_close(igdn(x), x * norm)
+    # the denominator stays positive with every parameter at zero
+    with torch.no_grad():
+        gdn.beta.zero_()
+        gdn.gamma.zero_()
+    assert torch.isfinite(gdn(x)).all()
+
+
+def test_gdn_network_factor_and_size():
+    with pytest.raises(ValueError, match="power of two"):
+        get_network("image-gdn", factor=6)
+    nets = get_network("image-gdn")  # the defaults: 128 channels, factor 8, 32-dim latent
+    assert nets.encoder.stride == 8 and nets.encoder.latent_dim == 32
+    assert nets.encoder.tokens_per_unit() == 1 / 64
+    n_params = sum(p.numel() for m in (nets.encoder, nets.decoder) for p in m.parameters())
+    assert 1.7e6 < n_params < 1.9e6
 
 
 def test_stereo_is_coded_per_channel():

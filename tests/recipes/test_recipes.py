@@ -308,3 +308,15 @@ def test_loudness_term_is_logged_weighted_and_added_to_the_loss(tmp_path):
     assert float(nb["loss"]) == pytest.approx(float(on["loss"]) + float(nb["loudness_nb"]), rel=1e-5)
     with pytest.raises(ValueError, match="must be >= 0"):
         audio_codec.main([*base, "--set", "narrowband_loudness_weight=-1", "--out", str(tmp_path / "bad")])
+
+
+@pytest.mark.parametrize("recipe", [image_codec, audio_codec])
+def test_every_preset_validates_and_builds_its_codec(recipe):
+    # a preset is a published recipe: a typo in one must fail here, not an hour into a run
+    for name, cfg in recipe.PRESETS.items():
+        cfg.validate()
+        if cfg.init_model:  # built from the published model it names
+            continue
+        model = Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
+                            quantizer_kwargs=cfg.quantizer_kwargs)
+        assert model.rate_points(), name
