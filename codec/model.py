@@ -537,11 +537,15 @@ class Codec(nn.Module):
         return EncodedCodes(codes=codes, point=point, shape=info.shape, padded=info.padded)
 
     def _refine_candidates(self, tile: TileTokens, point: RatePoint, beam_size: int | None, steps: int,
-                           envelope: bool = False) -> list[Candidate]:
+                           envelope: bool = False, depths: Tensor | None = None) -> list[Candidate]:
         """Analysis-by-synthesis candidates of one tile (:func:`codec.refine.refine_candidates`):
         codes ``(B, *spatial[, levels])`` with the refinement objective and the coded tile's bytes.
         With ``envelope`` the synthesis includes the band-energy correction the decoder will apply
-        (unquantized, :meth:`codec.envelope.BandEnergy.correct`), so codes are chosen by what is heard."""
+        (unquantized, :meth:`codec.envelope.BandEnergy.correct`), so codes are chosen by what is heard.
+
+        ``depths`` ``(B, *spatial)``: a variable depth (``point`` is then the deepest point of its
+        family, see :meth:`_allocate_depths`); every position keeps its number of residual levels,
+        coded with the encoder's search at that depth, and the levels beyond it stay ``-1``."""
         tokens, spatial, target = tile.tokens, tile.spatial, tile.target
         assert target is not None, "refinement needs the tile's prepared signal"
         search = self._search(beam_size)
@@ -550,12 +554,26 @@ class Codec(nn.Module):
         def grid(c: Tensor) -> Tensor:
             return c.reshape(tokens.shape[0], *spatial, *c.shape[2:])
 
+        quantize = lambda z: self.quantizer.encode(z, **point.kwargs, **search)  # noqa: E731
+        if depths is not None:
+            family = {p.kwargs["num_levels"]: p for p in self._levels_of(point)}
+            depth = depths.reshape(tokens.shape[0], -1).to(tokens.device)
+            levels = point.kwargs["num_levels"]
+            used = [d for d in range(1, levels + 1) if bool((depth == d).any())]
+
+            def quantize(z: Tensor) -> Tensor:  # noqa: F811
+                out = torch.full((*z.shape[:2], levels), -1, dtype=torch.long, device=z.device)
+                for d in used:
+                    at = depth == d
+                    out[at, :d] = self.quantizer.encode(z, **family[d].kwargs, **search).long()[at]
+                return out
+
         def synthesize(z_q: Tensor) -> Tensor:
             recon = self.decoder(self._latent_grid(z_q, spatial))
             return self.envelope.correct(tile.energy, recon) if envelope else recon  # type: ignore[union-attr, arg-type]
 
         found = refine_candidates(
-            tokens, target, quantize=lambda z: self.quantizer.encode(z, **point.kwargs, **search),
+            tokens, target, quantize=quantize,
             dequantize=lambda c: self.quantizer.decode(c, **point.kwargs),
             synthesize=synthesize,
             objective=self._objective(tokens.device), steps=steps, step_size=self.refine_step_size,
@@ -833,12 +851,13 @@ class Codec(nn.Module):
         analysis-by-synthesis refinement (default :attr:`refine_steps`; 0 is off, see
         :mod:`codec.refine`): codes chosen by what the decoder makes of them, never worse on the
         model's refinement objective and never larger, at the cost of a decoder pass with gradient
-        per step. The rate point is chosen on unrefined codes and only it is refined, so a target
-        that fits unrefined fits refined; the prepared signal is kept in memory meanwhile.
+        per step. The rate point (and under a target the variable depth) is chosen on unrefined
+        codes and only it is refined, keeping every position's depth, so a target that fits
+        unrefined fits refined; the prepared signal is kept in memory meanwhile.
         ``envelope`` writes band-energy side information (audio models with an envelope; default
         :attr:`envelope_default`; :mod:`codec.envelope`): the decoder restores each band's energy
         per ~0.1 s block, and the rate target counts its bytes.
-        ``variable_depth`` (residual quantizers, rate targets, unrefined codes): once a point
+        ``variable_depth`` (residual quantizers, rate targets): once a point
         fits, its budget is spent position by position: every latent position codes its own
         number of residual levels, up to :data:`MAX_EXTRA_DEPTH` more than the point's, chosen
         where they reduce the latent error most per estimated bit (``mean_levels`` in the result).
@@ -995,7 +1014,7 @@ class Codec(nn.Module):
                 if notes:
                     notes.append(f"{finer.name} (more levels of {point.name}) fits at {finer_real:.4g} {self.rate_unit}; used it")
                 point, data, real = finer, finer_data, finer_real
-        while envelope and refine_steps == 0 and point.name in estimated:
+        while envelope and point.name in estimated:
             # the chosen point's real file; should its envelope code larger than the first one's
             # and miss the target, step down with real files
             estimated.discard(point.name)
@@ -1007,34 +1026,47 @@ class Codec(nn.Module):
             notes.append(f"{point.name} came out at {real:.4g} {self.rate_unit} > {request}; stepped down to {nxt.name}")
             point = nxt
             estimated.add(point.name)
-        if refine_steps > 0:
-            # The point is chosen on unrefined codes, then refined: the best candidates within the
-            # model's allowed growth, and if that file misses the target, the best that cost no
-            # more than the unrefined codes (so it fits wherever the unrefined file did).
-            found = [self._refine_candidates(tile, point, beam_size, refine_steps, envelope) for tile in tokens]
-            growths = [self.refine_max_growth] + ([0.0] if target is not None and self.refine_max_growth > 0 else [])
-            for growth in growths:
-                codes = [best_candidate(c, growth).codes for c in found]
-                data = self._write_codes(point, codes, tokens, grid, shape, metadata, envelope)
-                real = self.real_rate(len(data), shape, sample_rate)
-                if fits(real):
-                    break
         depth: float | None = None
-        if variable_depth and target is not None and refine_steps == 0 and fits(real):
+        depth_codes: list[Tensor] | None = None  # the variable depth's codes, where one is written
+        if variable_depth and target is not None and fits(real):
             side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
             # every codebook setting's allocation (its deepest point within the chosen point's
             # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
             chosen: tuple[RatePoint, bytes, float] | None = None
             bases = [b for b in self._depth_bases(point) if self._depth_family(b)]
             to_beat = float(sum(e.sum() for e in self._position_errors(point, tokens, codes_of))) if bases else 0.0
+            # refinement may grow the codes by refine_max_growth: the depths leave it that room
+            reserve = 1.0 + (self.refine_max_growth if refine_steps > 0 else 0.0)
             for base in bases:
                 allocated = self._allocate_depths(base, tokens, codes_of, grid, shape, metadata, envelope, side,
-                                                  lambda size: fits(self.real_rate(size, shape, sample_rate)), to_beat)
+                                                  lambda size: fits(self.real_rate(size, shape, sample_rate) * reserve),
+                                                  to_beat)
                 if allocated is not None:
-                    chosen, to_beat = allocated[:3], allocated[3]
+                    chosen, to_beat, depth_codes = allocated[:3], allocated[3], allocated[4]
             if chosen is not None:
                 point, data, depth = chosen
                 real = self.real_rate(len(data), shape, sample_rate)
+            else:
+                depth_codes = None
+        if refine_steps > 0:
+            # The point (and a variable depth) is chosen on unrefined codes, then refined at that
+            # depth: the best candidates within the model's allowed growth, and if that file misses
+            # the target, the best that cost no more than the unrefined codes (so it fits wherever
+            # the unrefined file did); should even that miss (band energies code differently), the
+            # unrefined file stands.
+            maps = [(c >= 0).sum(-1) for c in depth_codes] if depth_codes is not None else [None] * len(tokens)
+            found = [self._refine_candidates(tile, point, beam_size, refine_steps, envelope, depths=m)
+                     for tile, m in zip(tokens, maps)]
+            growths = [self.refine_max_growth] + ([0.0] if target is not None and self.refine_max_growth > 0 else [])
+            unrefined = data, real
+            for growth in growths:
+                codes = [best_candidate(c, growth).codes for c in found]
+                data = self._write_codes(point, codes, tokens, grid, shape, metadata, envelope)
+                real = self.real_rate(len(data), shape, sample_rate)
+                if fits(real):
+                    break
+            else:
+                data, real = unrefined
         if envelope and optional_envelope and not fits(real):
             # even the lowest point does not fit beside the band energies (a short input): the
             # codes alone, where they may
@@ -1085,9 +1117,9 @@ class Codec(nn.Module):
     def _allocate_depths(
         self, point: RatePoint, tokens: list[TileTokens], codes_of: Any, grid: TileGrid, shape: tuple[int, ...],
         metadata: Mapping[str, Any] | None, envelope: bool, side_bytes: int, fits: Any, to_beat: float | None = None,
-    ) -> tuple[RatePoint, bytes, float, float] | None:
+    ) -> tuple[RatePoint, bytes, float, float, list[Tensor]] | None:
         """Spend a rate target's budget level by level where it helps most:
-        ``(deepest point, file, mean levels, latent squared error)``.
+        ``(deepest point, file, mean levels, latent squared error, every tile's codes)``.
 
         Every position of the latent grid codes its own number of residual levels, 0 to ``n +``
         :data:`MAX_EXTRA_DEPTH` of ``point``'s codebooks (``-1`` marks the levels it leaves out;
@@ -1175,7 +1207,7 @@ class Codec(nn.Module):
             data = self._write_codes(top, [c.to(t.tokens.device) for c, t in zip(codes, tokens)], tokens, grid, shape,
                                      metadata, envelope)
             if fits(len(data)):
-                return top, data, mean, error
+                return top, data, mean, error, codes
             hi += 0.05
             best = mixed(math.exp(hi))
         return None

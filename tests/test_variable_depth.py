@@ -6,7 +6,7 @@ import torch
 
 from codec.bitstream import BitstreamError, read_container, write_container
 from codec.entropy import DEPTH_CONTEXT, DEPTH_RANGE, decode_tile
-from codec.model import Codec
+from codec.model import Codec, TileTokens
 
 AUDIO_NET = dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8)
 IMAGE_NET = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, factor=4, latent_dim=8, attention=False)
@@ -63,14 +63,56 @@ def test_a_rate_target_codes_each_position_at_its_own_depth(audio):
     assert audio.compress_detailed(x, f"{target}kbps").data == out.data  # deterministic
 
 
-def test_point_names_refinement_and_fixed_depth_keep_one_depth(audio):
+def test_point_names_and_fixed_depth_keep_one_depth(audio):
     x = _speechlike(12)
     named = audio.compress_detailed(x, "n2")
     assert named.mean_levels is None and read_container(named.data)[1][0][0] not in (DEPTH_RANGE, DEPTH_CONTEXT)
     rate = f"{1.3 * named.real_rate}kbps"
     assert audio.compress_detailed(x, rate, variable_depth=False).mean_levels is None
-    assert audio.compress_detailed(x, rate, refine_steps=1).mean_levels is None
+    assert audio.compress_detailed(x, "n2", refine_steps=1).mean_levels is None
     assert audio.compress_detailed(x, rate).mean_levels is not None
+
+
+def _file_codes(codec: Codec, x: torch.Tensor, data: bytes) -> torch.Tensor:
+    """A one-tile file's codes ``(B, N, levels)`` (``-1``: a level the position leaves out)."""
+    parsed = codec.read_header(data)
+    tokens, _, _ = codec._tokens(x)
+    sizes = codec.quantizer.alphabet_sizes(**parsed.point.kwargs)
+    codes = decode_tile(parsed.chunks[0], tokens.shape[0] * tokens.shape[1], sizes, parsed.tables,
+                        grid=(tokens.shape[0], tokens.shape[1]), contexts=parsed.contexts)
+    return torch.from_numpy(codes).reshape(tokens.shape[0], tokens.shape[1], -1)
+
+
+def test_refinement_keeps_every_positions_depth_and_never_costs_more(audio):
+    """Under a rate target the variable depth is chosen unrefined, then refined at those depths."""
+    x = _speechlike(12)
+    rate = f"{1.3 * audio.compress_detailed(x, 'n2').real_rate}kbps"
+    plain = audio.compress_detailed(x, rate)
+    refined = audio.compress_detailed(x, rate, refine_steps=6)
+    assert plain.mean_levels is not None and refined.mean_levels == plain.mean_levels
+    assert refined.point == plain.point and refined.real_rate <= plain.real_rate
+    a, b = _file_codes(audio, x, plain.data), _file_codes(audio, x, refined.data)
+    depth = (a >= 0).sum(-1)
+    assert torch.equal(depth, (b >= 0).sum(-1))  # the same depth at every position
+
+    target, _ = audio.encoder.prepare(x)
+    objective = audio._objective(x.device)
+    spatial = (a.shape[1],)
+
+    def score(codes: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(objective(target, audio.decoder(audio._quantized_latent(codes, spatial, plain.point))))
+
+    assert score(b) <= score(a)  # never worse on the model's refinement objective
+    y, header = audio.decompress(refined.data)
+    assert y.shape == x.shape and torch.isfinite(y).all() and header["rate_point"] == plain.point.name
+
+    # the candidates the search weighed: codes moved, each position at its own depth
+    y_prep, tokens, spatial, info = audio._prepared_tokens(x)
+    found = audio._refine_candidates(TileTokens(tokens, spatial, info, y_prep), plain.point, None, 6, depths=depth)
+    assert torch.equal(found[0].codes, a)  # the unrefined codes come first
+    assert len(found) > 1 and all(torch.equal((c.codes >= 0).sum(-1), depth) for c in found)
+    assert min(c.objective for c in found) < found[0].objective
 
 
 def test_stereo_and_multi_chunk_files_allocate_across_everything(audio):
