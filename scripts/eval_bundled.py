@@ -45,12 +45,15 @@ def music_eval(model: str) -> list[str]:
 
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
+    "image-v3-photos": ["data/eval/images", "-m", "image-v3",
+                        "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
+    "image-v3-photos-targets": ["data/eval/images", "-m", "image-v3", "--rates", IMAGE_TARGETS],
     "image-v2-photos": ["data/eval/images", "-m", "image-v2",
                         "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
     # the same photos at bits-per-pixel targets: each file at a variable depth under its budget
     "image-v2-photos-targets": ["data/eval/images", "-m", "image-v2", "--rates", IMAGE_TARGETS],
     **speech_evals("audio-v3"),
-    # audio-v6 (the default): audio-v5's decoder fine-tuned on with the term also over the telephone band
+    # audio-v6: audio-v5's decoder fine-tuned on with the term also over the telephone band (not the default)
     **speech_evals("audio-v6"), "audio-v6-music": music_eval("audio-v6"),
     # audio-v5: audio-v4's decoder fine-tuned on with a loudness-disturbance term
     **speech_evals("audio-v5"), "audio-v5-music": music_eval("audio-v5"),
