@@ -1032,7 +1032,7 @@ class Codec(nn.Module):
             side = len(data) - len(self._container(point, codes_of(point)[1], grid, shape, metadata)) if envelope else 0
             # every codebook setting's allocation (its deepest point within the chosen point's
             # rate as the base); the lowest latent error wins, and it must beat the fixed depth's
-            chosen: tuple[RatePoint, bytes, float] | None = None
+            chosen: tuple[RatePoint, bytes, float, float, list[Tensor]] | None = None
             bases = [b for b in self._depth_bases(point) if self._depth_family(b)]
             to_beat = float(sum(e.sum() for e in self._position_errors(point, tokens, codes_of))) if bases else 0.0
             # refinement may grow the codes by refine_max_growth: the depths leave it that room
@@ -1042,12 +1042,10 @@ class Codec(nn.Module):
                                                   lambda size: fits(self.real_rate(size, shape, sample_rate) * reserve),
                                                   to_beat)
                 if allocated is not None:
-                    chosen, to_beat, depth_codes = allocated[:3], allocated[3], allocated[4]
+                    chosen, to_beat = allocated, allocated[3]
             if chosen is not None:
-                point, data, depth = chosen
+                point, data, depth, _, depth_codes = chosen
                 real = self.real_rate(len(data), shape, sample_rate)
-            else:
-                depth_codes = None
         if refine_steps > 0:
             # The point (and a variable depth) is chosen on unrefined codes, then refined at that
             # depth: the best candidates within the model's allowed growth, and if that file misses

@@ -28,7 +28,16 @@ DOCS = ROOT / "docs" / "eval"
 SPEECH_RATES = "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 EARLIER_SPEECH_RATES = "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 MUSIC_RATES = "1.5kbps,3kbps,6kbps,12kbps"
+IMAGE_POINTS = "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"
 IMAGE_TARGETS = "0.05bpp,0.1bpp,0.15bpp,0.2bpp,0.25bpp,0.3bpp"
+
+
+def image_evals(model: str) -> dict[str, list[str]]:
+    """``<model>-photos`` at the named points and ``<model>-photos-targets`` at bits-per-pixel
+    targets (each file at a variable depth under its budget)."""
+    photos = ["data/eval/images", "-m", model]
+    return {f"{model}-photos": [*photos, "--rates", IMAGE_POINTS],
+            f"{model}-photos-targets": [*photos, "--rates", IMAGE_TARGETS]}
 
 
 def speech_evals(model: str) -> dict[str, list[str]]:
@@ -45,13 +54,8 @@ def music_eval(model: str) -> list[str]:
 
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
-    "image-v3-photos": ["data/eval/images", "-m", "image-v3",
-                        "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
-    "image-v3-photos-targets": ["data/eval/images", "-m", "image-v3", "--rates", IMAGE_TARGETS],
-    "image-v2-photos": ["data/eval/images", "-m", "image-v2",
-                        "--rates", "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"],
-    # the same photos at bits-per-pixel targets: each file at a variable depth under its budget
-    "image-v2-photos-targets": ["data/eval/images", "-m", "image-v2", "--rates", IMAGE_TARGETS],
+    **image_evals("image-v3"),
+    **image_evals("image-v2"),
     **speech_evals("audio-v3"),
     # audio-v6: audio-v5's decoder fine-tuned on with the term also over the telephone band (not the default)
     **speech_evals("audio-v6"), "audio-v6-music": music_eval("audio-v6"),

@@ -34,16 +34,21 @@ def audio():
     return codec
 
 
-@torch.no_grad()
-def _latent_error(codec: Codec, x: torch.Tensor, data: bytes) -> float:
-    """Squared error between the encoder's latent and the latent the file's codes give."""
+def _file_codes(codec: Codec, x: torch.Tensor, data: bytes) -> torch.Tensor:
+    """A one-tile file's codes ``(B, N, levels)`` (``-1``: a level the position leaves out)."""
     parsed = codec.read_header(data)
     tokens, _, _ = codec._tokens(x)
     sizes = codec.quantizer.alphabet_sizes(**parsed.point.kwargs)
-    count = tokens.shape[0] * tokens.shape[1]
-    codes = decode_tile(parsed.chunks[0], count, sizes, parsed.tables, grid=(tokens.shape[0], tokens.shape[1]),
-                        contexts=parsed.contexts)
-    z_q = codec.quantizer.decode(torch.from_numpy(codes).reshape(tokens.shape[0], tokens.shape[1], -1), **parsed.point.kwargs)
+    codes = decode_tile(parsed.chunks[0], tokens.shape[0] * tokens.shape[1], sizes, parsed.tables,
+                        grid=(tokens.shape[0], tokens.shape[1]), contexts=parsed.contexts)
+    return torch.from_numpy(codes).reshape(tokens.shape[0], tokens.shape[1], -1)
+
+
+@torch.no_grad()
+def _latent_error(codec: Codec, x: torch.Tensor, data: bytes) -> float:
+    """Squared error between the encoder's latent and the latent the file's codes give."""
+    tokens, _, _ = codec._tokens(x)
+    z_q = codec.quantizer.decode(_file_codes(codec, x, data), **codec.read_header(data).point.kwargs)
     return float((tokens - z_q).square().sum())
 
 
@@ -71,16 +76,6 @@ def test_point_names_and_fixed_depth_keep_one_depth(audio):
     assert audio.compress_detailed(x, rate, variable_depth=False).mean_levels is None
     assert audio.compress_detailed(x, "n2", refine_steps=1).mean_levels is None
     assert audio.compress_detailed(x, rate).mean_levels is not None
-
-
-def _file_codes(codec: Codec, x: torch.Tensor, data: bytes) -> torch.Tensor:
-    """A one-tile file's codes ``(B, N, levels)`` (``-1``: a level the position leaves out)."""
-    parsed = codec.read_header(data)
-    tokens, _, _ = codec._tokens(x)
-    sizes = codec.quantizer.alphabet_sizes(**parsed.point.kwargs)
-    codes = decode_tile(parsed.chunks[0], tokens.shape[0] * tokens.shape[1], sizes, parsed.tables,
-                        grid=(tokens.shape[0], tokens.shape[1]), contexts=parsed.contexts)
-    return torch.from_numpy(codes).reshape(tokens.shape[0], tokens.shape[1], -1)
 
 
 def test_refinement_keeps_every_positions_depth_and_never_costs_more(audio):
