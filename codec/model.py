@@ -1736,8 +1736,11 @@ def _load_entropy_state(path: Path) -> tuple[dict[str, FrequencyTable], dict[str
 
 
 def config_text(config: Mapping[str, Any]) -> str:
-    """A model config as ``config.json`` holds it (written by :meth:`Codec.save` and the publish tools)."""
-    return json.dumps(config, indent=2, sort_keys=True)
+    """A model config as ``config.json`` holds it (written by :meth:`Codec.save` and the publish tools):
+    indented, with every list of plain numbers on one line (an integer table stays one line)."""
+    text = json.dumps(config, indent=2, sort_keys=True)
+    return re.sub(r"\[\s*(-?[0-9.eE+]+(?:,\s*-?[0-9.eE+]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
 
 
 def _validate_config(config: Mapping[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Give a published audio model band-energy side information: fit its table, measure its cost.
 
     python scripts/fit_envelope.py audio-v3
+    python scripts/fit_envelope.py audio-v5 --contexts --rd-lambda 0.25 --publish-as audio-v7
 
 The envelope (:mod:`codec.envelope`) is encoder-written side information that the decoder
 applies after the network: it changes neither the weights nor the codes' entropy tables, and a
@@ -17,6 +18,14 @@ file without it decodes exactly as before. This script
 
 Rate targets then choose a point whose measured rate plus ``measured_kbps`` fits, and the
 written file is checked against the target as always.
+
+``--contexts`` fits the context tables of :class:`codec.envelope.ContextBandEnergy` (every
+delta coded given the band's previous step and the delta of the band below), ``--rd-lambda``
+sets the encoder's rate-distortion choice of the steps (:meth:`~codec.envelope.BandEnergy.choose`;
+with it the context tables are refitted once on the steps it chooses). Both change what a file
+means (another envelope) or what the encoder writes, so they are meant with ``--publish-as NEW``:
+a new published model with the same weights and entropy tables under a new name (the source
+model, and every file it wrote, stays as it is); ``--description`` is its index entry.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.envelope import BandEnergy  # noqa: E402
+import shutil  # noqa: E402
+
+from codec.envelope import BandEnergy, ContextBandEnergy  # noqa: E402
 from codec.entropy import FrequencyTable, packed_bits  # noqa: E402
-from codec.hub import BUNDLED_DIR  # noqa: E402
+from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from scripts.bundle_model import signals  # noqa: E402
-from scripts.remeasure_model import load_published, reload_unchanged  # noqa: E402
+from scripts.remeasure_model import CARD, load_published, reload_unchanged  # noqa: E402
 
 
 def fit_points(model: Codec, count: int) -> list[str]:
@@ -64,23 +75,65 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--val-files", type=int, default=8)
     ap.add_argument("--points", type=int, default=6, help="rate points to fit and measure on")
     ap.add_argument("--off", action="store_true", help="store the envelope, but off by default")
+    ap.add_argument("--contexts", action="store_true", help="code the deltas under context tables (band-energy-context)")
+    ap.add_argument("--rd-lambda", type=float, default=0.0,
+                    help="the encoder's rate-distortion trade-off of the steps (squared steps per bit; 0: rounding)")
+    ap.add_argument("--publish-as", metavar="NEW", default=None,
+                    help="publish the result as a new model NEW (the same weights and entropy tables)")
+    ap.add_argument("--description", default=None, help="--publish-as: the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     folder, model, published, before = load_published(args.weights_dir, args.name)
     if model.modality != "audio":
         raise SystemExit(f"{args.name}: band energies are side information of audio models")
+    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
+    staging = None
+    if args.publish_as:
+        if args.publish_as in index["models"] or (args.weights_dir / args.publish_as).exists():
+            raise SystemExit(f"{args.publish_as} is already published: a published name never changes")
+        staging = args.weights_dir / f".{args.publish_as}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(folder, staging)
+        folder, model = staging, Codec.load(staging)
+        if model.config is not None:
+            model.config["name"] = args.publish_as  # the files it writes name the new model
+    try:
+        summary = _fit(args, folder, model, published, before)
+        if staging is not None:
+            card = (staging / CARD).read_text().replace(f"# {args.name}\n", f"# {args.publish_as}\n", 1)
+            (staging / CARD).write_text(card)
+            staging.rename(args.weights_dir / args.publish_as)
+            index["models"][args.publish_as] = {**published, "description": args.description or f"{args.name} with a refitted envelope"}
+            (args.weights_dir / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+def _fit(args: argparse.Namespace, folder: Path, model: Codec, published: dict, before: dict[str, str]) -> dict:
     t0 = time.time()
     points = fit_points(model, args.points)
     plain = BandEnergy(int(model.sample_rate))
-    deltas = []
     train = signals(model, args.train, args.train_files)
-    for x in train:
-        for point in points:
-            deltas.append(plain.symbols(steps_of(model, plain, x, point)).flatten())
-    table = FrequencyTable.from_codes(torch.cat(deltas), plain.num_symbols, prior=1)
-    model.envelope = BandEnergy(int(model.sample_rate), table=table.counts.tolist())
-    entry = {"name": BandEnergy.name, "kwargs": model.envelope.config(), "default": not args.off}
+    steps = [steps_of(model, plain, x, point) for x in train for point in points]
+    table = FrequencyTable.from_codes(torch.cat([plain.symbols(s).flatten() for s in steps]), plain.num_symbols, prior=1)
+    kind = ContextBandEnergy if args.contexts else BandEnergy
+    model.envelope = kind(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda)
+    context_bits = None
+    if args.contexts:
+        rows = model.envelope.fit_context_table(steps)
+        model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
+                                           context_table=rows)
+        if args.rd_lambda:  # refitted on the steps the encoder's choice writes
+            steps = [steps_of(model, model.envelope, x, point) for x in train for point in points]
+            model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
+                                               context_table=model.envelope.fit_context_table(steps))
+        symbols = sum(s.numel() for s in steps)
+        context_bits = round(8 * sum(len(model.envelope.encode(s)) for s in steps) / symbols, 3)
+    entry = {"name": model.envelope.name, "kwargs": model.envelope.config(), "default": not args.off}
     val = signals(model, args.val, args.val_files)
     extra = []
     for x in val:
@@ -97,10 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
     if reload_unchanged(folder, published, before).envelope is None:
         raise SystemExit(f"{folder}: the envelope did not take")
     summary = {"name": args.name, "points": points, "train_clips": len(train), "val_clips": len(val),
-               "bits_per_delta": round(table.bits_per_symbol(), 3), "measured_kbps": entry["measured_kbps"],
+               "bits_per_delta": round(table.bits_per_symbol(), 3), "context_bits_per_delta": context_bits,
+               "measured_kbps": entry["measured_kbps"],
                "packed_kbps": round(plain.num_bands * plain.blocks_per_second() * packed_bits(plain.num_symbols) / 1000, 4),
                "seconds": round(time.time() - t0, 1)}
-    print(json.dumps(summary, indent=1))
     return summary
 
 
