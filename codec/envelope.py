@@ -59,14 +59,14 @@ class BandEnergy:
         table: integer counts of the ``4 * max_steps + 1`` time-delta symbols (``None``: bit-packed).
         passes: analysis-by-synthesis passes of the encoder (1: the plain ratio).
         rd_lambda: the encoder's rate-distortion trade-off, in squared steps per bit: the steps
-            minimise ``sum w (r - s)^2 + rd_lambda * bits`` (:meth:`choose`); 0 rounds every ratio.
-        masking_db, silence_db: the weights ``w`` of that choice: a band more than ``masking_db``
-            below the loudest band of its block (per bin), or more than ``silence_db`` below the
-            loudest block of the signal, counts less (``w = e / (e + e_block 10^(-masking_db/10)
-            + e_max 10^(-silence_db/10))``); ``None``: every band and block counts alike.
+            minimise ``sum (r - s)^2 + rd_lambda * bits`` over the ratios ``r`` (:meth:`choose`);
+            0 rounds every ratio.
+        rd_reference_kbps: with it, the trade-off falls with the rate of the codes beside the
+            energies: ``rd_lambda * min(1, rd_reference_kbps / rate)`` (a bit is worth less to a
+            file that already has many); ``None``: ``rd_lambda`` at every rate.
 
-    The last three change what the encoder writes, not what a file means: any reader of the
-    model decodes the result.
+    The last two change what the encoder writes, not what a file means: any reader of the model
+    decodes the result.
     """
 
     name = "band-energy"
@@ -74,7 +74,7 @@ class BandEnergy:
     def __init__(self, sample_rate: int, edges_hz: Sequence[float] = SPEECH_BAND_EDGES_HZ, n_fft: int = 512,
                  hop: int = 128, block: int = 20, step_db: float = 3.0, max_steps: int = 8,
                  table: Sequence[int] | None = None, passes: int = 2, rd_lambda: float = 0.0,
-                 masking_db: float | None = None, silence_db: float | None = None) -> None:
+                 rd_reference_kbps: float | None = None) -> None:
         edges = [float(e) for e in edges_hz]
         nyquist = sample_rate / 2
         if sample_rate < 1000:
@@ -87,11 +87,12 @@ class BandEnergy:
             raise ValueError("step_db must be in [0.1, 20], max_steps in [1, 32], passes in [1, 4]")
         self.sample_rate, self.n_fft, self.hop, self.block = int(sample_rate), int(n_fft), int(hop), int(block)
         self.step_db, self.max_steps, self.passes = float(step_db), int(max_steps), int(passes)
-        if not 0 <= rd_lambda <= 100 or any(v is not None and not 0 <= v <= 120 for v in (masking_db, silence_db)):
-            raise ValueError("rd_lambda must be in [0, 100], masking_db and silence_db in [0, 120] dB")
+        if not 0 <= rd_lambda <= 100:
+            raise ValueError("rd_lambda must be in [0, 100]")
+        if rd_reference_kbps is not None and not 0 < rd_reference_kbps <= 1e4:
+            raise ValueError("rd_reference_kbps must be in (0, 10000]")
         self.rd_lambda = float(rd_lambda)
-        self.masking_db = None if masking_db is None else float(masking_db)
-        self.silence_db = None if silence_db is None else float(silence_db)
+        self.rd_reference_kbps = None if rd_reference_kbps is None else float(rd_reference_kbps)
         edges = [e for e in edges if e < nyquist] + [nyquist]
         self.edges_hz = tuple(edges)
         freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
@@ -128,9 +129,8 @@ class BandEnergy:
             out["table"] = [int(c) for c in self.table.counts]
         if self.rd_lambda:
             out["rd_lambda"] = self.rd_lambda
-        for key in ("masking_db", "silence_db"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        if self.rd_reference_kbps is not None:
+            out["rd_reference_kbps"] = self.rd_reference_kbps
         return out
 
     # -- analysis and synthesis ---------------------------------------------------------------------
@@ -162,32 +162,29 @@ class BandEnergy:
     def _quantize(self, target: Tensor, decoded: Tensor) -> Tensor:
         return torch.round(self._ratio_db(target, decoded) / self.step_db).clamp(-self.max_steps, self.max_steps).long()
 
-    def analyse(self, target_energy: Tensor, decoded: Tensor) -> Tensor:
+    def trade_off(self, rate_kbps: float | None = None) -> float:
+        """The rate-distortion trade-off of the steps beside codes of ``rate_kbps`` (see the class)."""
+        if self.rd_reference_kbps is None or rate_kbps is None or rate_kbps <= 0:
+            return self.rd_lambda
+        return self.rd_lambda * min(1.0, self.rd_reference_kbps / rate_kbps)
+
+    def analyse(self, target_energy: Tensor, decoded: Tensor, rate_kbps: float | None = None) -> Tensor:
         """Steps ``(B, bands, blocks)`` that bring ``decoded`` ``(B, 1, T)`` toward the band
-        energies ``target_energy`` (of :meth:`energies` of the input)."""
-        if not self.rd_lambda:
+        energies ``target_energy`` (of :meth:`energies` of the input); ``rate_kbps``: the rate of
+        the codes they go with (for :meth:`trade_off`)."""
+        rd_lambda = self.trade_off(rate_kbps)
+        if not rd_lambda:
             steps = self._quantize(target_energy, self.energies(decoded))
             for _ in range(self.passes - 1):  # analysis by synthesis: what the interpolated gains left
                 residual = self._quantize(target_energy, self.energies(self.apply(decoded, steps)))
                 steps = (steps + residual).clamp(-self.max_steps, self.max_steps)
             return steps
-        weight = self.weights(target_energy)
-        steps = self.choose(self._ratio_db(target_energy, self.energies(decoded)) / self.step_db, weight)
+        weight = torch.ones_like(target_energy, dtype=torch.float64)
+        steps = self.choose(self._ratio_db(target_energy, self.energies(decoded)) / self.step_db, weight, rd_lambda)
         for _ in range(self.passes - 1):
             residual = self._ratio_db(target_energy, self.energies(self.apply(decoded, steps))) / self.step_db
-            steps = self.choose(steps + residual, weight)
+            steps = self.choose(steps + residual, weight, rd_lambda)
         return steps
-
-    def weights(self, target_energy: Tensor) -> Tensor:
-        """The weight ``(B, bands, blocks)`` of every band and block in :meth:`choose` (see the
-        class's ``masking_db`` and ``silence_db``), from the input's band energies."""
-        per_bin = target_energy / (self._bins.to(target_energy.device)[None, :, None] * self.block) + _FLOOR
-        noise = torch.zeros_like(per_bin)
-        if self.masking_db is not None:
-            noise = noise + per_bin.amax(1, keepdim=True) * 10 ** (-self.masking_db / 10)
-        if self.silence_db is not None:
-            noise = noise + per_bin.amax((1, 2), keepdim=True) * 10 ** (-self.silence_db / 10)
-        return per_bin / (per_bin + noise)
 
     def delta_bits(self) -> Tensor:
         """Bits ``(S, S)`` of moving from step ``i - max_steps`` to ``j - max_steps`` under the
@@ -210,14 +207,16 @@ class BandEnergy:
         bits = self.delta_bits()
         return bits[self.max_steps][None], bits[None, None]
 
-    def choose(self, ratio: Tensor, weight: Tensor) -> Tensor:
+    def choose(self, ratio: Tensor, weight: Tensor, rd_lambda: float | None = None) -> Tensor:
         """Steps ``(B, bands, blocks)`` for ratios ``(B, bands, blocks)`` in steps: per band, the
         path through ``[-max_steps, max_steps]`` that minimises ``sum weight * (ratio - step)^2 +
-        rd_lambda * bits`` (Viterbi over the blocks, each step costing the bits it is coded in,
-        :meth:`step_bits`; bands from the lowest up where a band's code depends on the one below)."""
+        rd_lambda * bits`` (default :attr:`rd_lambda`; Viterbi over the blocks, each step costing
+        the bits it is coded in, :meth:`step_bits`; bands from the lowest up where a band's code
+        depends on the one below). ``weight`` ``(B, bands, blocks)`` scales each squared error."""
         b, bands, n = ratio.shape
         if n == 0:
             return torch.zeros(b, bands, 0, dtype=torch.long, device=ratio.device)
+        lam = self.rd_lambda if rd_lambda is None else float(rd_lambda)
         m = self.max_steps
         levels = torch.arange(-m, m + 1, dtype=torch.float64)
         r = ratio.detach().double().cpu()
@@ -225,13 +224,13 @@ class BandEnergy:
         dist = w[..., None] * (r[..., None] - levels) ** 2  # (B, bands, blocks, S)
         if not self.band_context:
             first, moves = self.step_bits(None, n)
-            path = _viterbi(dist.reshape(b * bands, n, -1), self.rd_lambda * first, self.rd_lambda * moves)
+            path = _viterbi(dist.reshape(b * bands, n, -1), lam * first, lam * moves)
             return (path - m).reshape(b, bands, n).to(ratio.device)
         out = torch.zeros(b, bands, n, dtype=torch.long)
         lower = None
         for band in range(bands):
             first, moves = self.step_bits(lower, n)
-            out[:, band] = _viterbi(dist[:, band], self.rd_lambda * first, self.rd_lambda * moves) - m
+            out[:, band] = _viterbi(dist[:, band], lam * first, lam * moves) - m
             lower = torch.diff(out[:, band], dim=-1, prepend=torch.zeros_like(out[:, band, :1]))
         return out.to(ratio.device)
 

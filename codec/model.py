@@ -1276,7 +1276,8 @@ class Codec(nn.Module):
     def _envelope_chunk(self, codes: Tensor, tile: TileTokens, point: RatePoint) -> bytes:
         """The band-energy chunk of one tile: its codes decoded, compared with the input's energies."""
         assert self.envelope is not None and tile.energy is not None, "the envelope needs the tile's band energies"
-        return self.envelope.encode(self.envelope.analyse(tile.energy, self._decoded(codes, tile.spatial, point)))
+        decoded = self._decoded(codes, tile.spatial, point)
+        return self.envelope.encode(self.envelope.analyse(tile.energy, decoded, rate_kbps=point.rate))
 
     def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:
         """One tile's codes ``(B, *spatial[, levels])`` -> its entropy-coded chunk."""

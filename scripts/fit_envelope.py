@@ -63,7 +63,8 @@ def steps_of(model: Codec, envelope: BandEnergy, x: torch.Tensor, point: str) ->
     """The envelope steps ``(C, bands, blocks)`` of one clip ``(1, C, T)`` (one tile) at ``point``."""
     y, _ = model.encoder.prepare(x)
     enc = model.encode(x, point, beam_size=1)
-    return envelope.analyse(envelope.energies(y), model._decoded(enc.codes, tuple(enc.codes.shape[1:2]), enc.point))
+    decoded = model._decoded(enc.codes, tuple(enc.codes.shape[1:2]), enc.point)
+    return envelope.analyse(envelope.energies(y), decoded, rate_kbps=enc.point.rate)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,11 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--contexts", action="store_true", help="code the deltas under context tables (band-energy-context)")
     ap.add_argument("--rd-lambda", type=float, default=0.0,
                     help="the encoder's rate-distortion trade-off of the steps (squared steps per bit; 0: rounding)")
+    ap.add_argument("--rd-reference-kbps", type=float, default=None,
+                    help="the trade-off falls as rd_lambda * min(1, this / rate) above this rate of the codes")
     ap.add_argument("--publish-as", metavar="NEW", default=None,
                     help="publish the result as a new model NEW (the same weights and entropy tables)")
     ap.add_argument("--description", default=None, help="--publish-as: the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if (args.contexts or args.rd_lambda) and not args.publish_as:
+        raise SystemExit("--contexts and --rd-lambda change what the model writes: publish the result under a new name "
+                         "(--publish-as NEW), so that the files written before keep decoding")
     torch.set_grad_enabled(False)
     folder, model, published, before = load_published(args.weights_dir, args.name)
     if model.modality != "audio":
@@ -121,15 +127,17 @@ def _fit(args: argparse.Namespace, folder: Path, model: Codec, published: dict, 
     steps = [steps_of(model, plain, x, point) for x in train for point in points]
     table = FrequencyTable.from_codes(torch.cat([plain.symbols(s).flatten() for s in steps]), plain.num_symbols, prior=1)
     kind = ContextBandEnergy if args.contexts else BandEnergy
-    model.envelope = kind(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda)
+    model.envelope = kind(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
+                          rd_reference_kbps=args.rd_reference_kbps)
     context_bits = None
     if args.contexts:
         rows = model.envelope.fit_context_table(steps)
         model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
-                                           context_table=rows)
+                                           rd_reference_kbps=args.rd_reference_kbps, context_table=rows)
         if args.rd_lambda:  # refitted on the steps the encoder's choice writes
             steps = [steps_of(model, model.envelope, x, point) for x in train for point in points]
             model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
+                                               rd_reference_kbps=args.rd_reference_kbps,
                                                context_table=model.envelope.fit_context_table(steps))
         symbols = sum(s.numel() for s in steps)
         context_bits = round(8 * sum(len(model.envelope.encode(s)) for s in steps) / symbols, 3)

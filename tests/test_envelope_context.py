@@ -163,6 +163,22 @@ def test_a_trade_off_writes_fewer_bits_for_a_little_more_error():
     assert err(s1) < err(s0) + env0.step_db  # never far from the plain choice
 
 
+def test_the_trade_off_falls_with_the_rate_of_the_codes():
+    env = BandEnergy(24000, table=[1 + (i == 16) * 40 for i in range(33)], rd_lambda=0.5, rd_reference_kbps=1.5)
+    assert env.trade_off(None) == env.trade_off(1.0) == env.trade_off(1.5) == 0.5
+    assert env.trade_off(6.0) == pytest.approx(0.125) and env.trade_off(12.0) == pytest.approx(0.0625)
+    assert BandEnergy(24000, rd_lambda=0.5).trade_off(12.0) == 0.5  # without a reference: one trade-off
+    x = speechlike(3.0)
+    decoded = x * 0.5 + 0.01 * torch.sin(torch.arange(x.shape[-1]) * 0.3)
+    target = env.energies(x)
+    rounded = BandEnergy(24000, table=env.table.counts.tolist()).analyse(target, decoded)
+    low, high = env.analyse(target, decoded, rate_kbps=1.0), env.analyse(target, decoded, rate_kbps=1e4)
+    assert len(env.encode(low)) <= len(env.encode(high))
+    assert (high - rounded).abs().sum() <= (low - rounded).abs().sum()  # nearly rounding at a high rate
+    with pytest.raises(ValueError, match="rd_reference_kbps"):
+        BandEnergy(24000, rd_reference_kbps=0)
+
+
 def test_files_with_context_coded_energies_are_refused_by_a_model_with_the_plain_envelope():
     codec = codec_with_envelope()
     x = speechlike(2.0)
@@ -190,6 +206,7 @@ def test_the_bundled_audio_v7_is_audio_v5_with_context_coded_energies():
     assert v7.weights_sha256() == v5.weights_sha256()
     env = v7.envelope
     assert isinstance(env, ContextBandEnergy) and env.context_rows is not None and env.rd_lambda > 0
+    assert env.trade_off(12.0) < env.trade_off(1.2) == env.rd_lambda
     assert 0.1 < v7.envelope_kbps < v5.envelope_kbps
     x = speechlike(2.0)
     a, b = v7.compress_detailed(x, "k256-n2"), v5.compress_detailed(x, "k256-n2")

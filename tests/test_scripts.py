@@ -70,3 +70,51 @@ def test_targets_by_pesq_keep_the_points_no_cheaper_point_beats():
     assert perceptual_points(model, [{"point": names[0], "pesq": 1.2}, {"point": names[1], "pesq": 1.4}]) == names
     bundled = load_model("audio-v3")  # its targets come from PESQ with band energies: the lowest point is one
     assert bundled.target_points[0] == bundled.rate_points()[0].name and len(bundled.target_points) > 10
+
+
+def test_fit_envelope_publishes_context_coded_energies_under_a_new_name(tmp_path):
+    from codec.envelope import ContextBandEnergy
+    from scripts.fit_envelope import main
+
+    torch.manual_seed(0)
+    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans", quantizer_dropout=0.0))
+    model.train()(torch.rand(2, 1, 6000) * 2 - 1)
+    model.eval()
+    t = torch.arange(24000 * 2) / 24000
+    model.fit_entropy_tables([(0.4 * torch.sin(2 * torch.pi * f * t)).reshape(1, 1, -1) for f in (150, 600)])
+    weights = tmp_path / "weights"
+    model.save(weights / "audio-t1", name="audio-t1")
+    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n")
+    entry = {"sha256": model.weights_sha256(), "entropy_sha256": _digest(weights / "audio-t1" / "entropy.safetensors"),
+             "modality": "audio", "description": ""}
+    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": entry}}))
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        for i in range(3):
+            env = np.abs(np.sin(np.arange(48000) / 3000 * (i + 1)))
+            sf.write(tmp_path / split / f"clip{i}.wav",
+                     env * (0.3 * np.sin(np.arange(48000) * 0.05 * (i + 1)) + 0.05 * rng.standard_normal(48000)), 24000)
+    source = {f: _digest(weights / "audio-t1" / f) for f in ("model.safetensors", "entropy.safetensors", "config.json")}
+    args = ["audio-t1", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--points", "2",
+            "--contexts", "--rd-lambda", "0.25", "--weights-dir", str(weights)]
+
+    summary = main([*args, "--publish-as", "audio-t2", "--description", "with contexts"])
+
+    assert {f: _digest(weights / "audio-t1" / f) for f in source} == source  # the source is untouched
+    index = json.loads((weights / "index.json").read_text())
+    assert index["models"]["audio-t2"] == {**entry, "description": "with contexts"}
+    new = Codec.load(weights / "audio-t2")
+    assert new.name == "audio-t2" and new.weights_sha256() == model.weights_sha256()
+    assert isinstance(new.envelope, ContextBandEnergy) and new.envelope.context_rows is not None
+    assert new.envelope.rd_lambda == 0.25 and new.envelope_kbps == summary["measured_kbps"] > 0
+    assert (weights / "audio-t2" / "MODEL_CARD.md").read_text().startswith("# audio-t2\n")
+    x = torch.from_numpy(sf.read(tmp_path / "val" / "clip0.wav", dtype="float32")[0])[None, None]
+    y, header = new.decompress(new.compress(x, "n2"))
+    assert header["envelope"] == "band-energy-context" and y.shape == x.shape
+    with pytest.raises(SystemExit, match="already published"):
+        main([*args, "--publish-as", "audio-t2"])
+    assert not any(p.name.startswith(".") for p in weights.iterdir())  # no staging folder left behind
+    with pytest.raises(SystemExit, match="publish-as"):
+        main(args)  # never in place: files written before would no longer decode
