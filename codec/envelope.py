@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codec.entropy import FrequencyTable, decode_symbols, encode_symbols, packed_bits
+from codec.entropy import FrequencyTable, _wavefront, decode_symbols, encode_symbols, packed_bits
 from codec.registry import Registry
 
 __all__ = ["ENVELOPES", "BandEnergy", "ContextBandEnergy", "build_envelope", "SPEECH_BAND_EDGES_HZ"]
@@ -159,9 +159,6 @@ class BandEnergy:
         floor = self._floor(target.device)
         return 10 * torch.log10((target + floor) / (decoded + floor))
 
-    def _quantize(self, target: Tensor, decoded: Tensor) -> Tensor:
-        return torch.round(self._ratio_db(target, decoded) / self.step_db).clamp(-self.max_steps, self.max_steps).long()
-
     def trade_off(self, rate_kbps: float | None = None) -> float:
         """The rate-distortion trade-off of the steps beside codes of ``rate_kbps`` (see the class)."""
         if self.rd_reference_kbps is None or rate_kbps is None or rate_kbps <= 0:
@@ -173,17 +170,15 @@ class BandEnergy:
         energies ``target_energy`` (of :meth:`energies` of the input); ``rate_kbps``: the rate of
         the codes they go with (for :meth:`trade_off`)."""
         rd_lambda = self.trade_off(rate_kbps)
-        if not rd_lambda:
-            steps = self._quantize(target_energy, self.energies(decoded))
-            for _ in range(self.passes - 1):  # analysis by synthesis: what the interpolated gains left
-                residual = self._quantize(target_energy, self.energies(self.apply(decoded, steps)))
-                steps = (steps + residual).clamp(-self.max_steps, self.max_steps)
-            return steps
-        weight = torch.ones_like(target_energy, dtype=torch.float64)
-        steps = self.choose(self._ratio_db(target_energy, self.energies(decoded)) / self.step_db, weight, rd_lambda)
-        for _ in range(self.passes - 1):
-            residual = self._ratio_db(target_energy, self.energies(self.apply(decoded, steps))) / self.step_db
-            steps = self.choose(steps + residual, weight, rd_lambda)
+
+        def pick(ratio: Tensor) -> Tensor:  # ratios in steps -> steps: rounded, or the trade-off's choice
+            if not rd_lambda:
+                return torch.round(ratio).clamp(-self.max_steps, self.max_steps).long()
+            return self.choose(ratio, rd_lambda=rd_lambda)
+
+        steps = pick(self._ratio_db(target_energy, self.energies(decoded)) / self.step_db)
+        for _ in range(self.passes - 1):  # analysis by synthesis: what the interpolated gains left
+            steps = pick(steps + self._ratio_db(target_energy, self.energies(self.apply(decoded, steps))) / self.step_db)
         return steps
 
     def delta_bits(self) -> Tensor:
@@ -207,21 +202,21 @@ class BandEnergy:
         bits = self.delta_bits()
         return bits[self.max_steps][None], bits[None, None]
 
-    def choose(self, ratio: Tensor, weight: Tensor, rd_lambda: float | None = None) -> Tensor:
+    def choose(self, ratio: Tensor, weight: Tensor | None = None, rd_lambda: float | None = None) -> Tensor:
         """Steps ``(B, bands, blocks)`` for ratios ``(B, bands, blocks)`` in steps: per band, the
         path through ``[-max_steps, max_steps]`` that minimises ``sum weight * (ratio - step)^2 +
         rd_lambda * bits`` (default :attr:`rd_lambda`; Viterbi over the blocks, each step costing
         the bits it is coded in, :meth:`step_bits`; bands from the lowest up where a band's code
-        depends on the one below). ``weight`` ``(B, bands, blocks)`` scales each squared error."""
+        depends on the one below). ``weight`` ``(B, bands, blocks)`` scales each squared error (default 1)."""
         b, bands, n = ratio.shape
         if n == 0:
             return torch.zeros(b, bands, 0, dtype=torch.long, device=ratio.device)
         lam = self.rd_lambda if rd_lambda is None else float(rd_lambda)
         m = self.max_steps
         levels = torch.arange(-m, m + 1, dtype=torch.float64)
-        r = ratio.detach().double().cpu()
-        w = weight.detach().double().cpu()
-        dist = w[..., None] * (r[..., None] - levels) ** 2  # (B, bands, blocks, S)
+        dist = (ratio.detach().double().cpu()[..., None] - levels) ** 2  # (B, bands, blocks, S)
+        if weight is not None:
+            dist = weight.detach().double().cpu()[..., None] * dist
         if not self.band_context:
             first, moves = self.step_bits(None, n)
             path = _viterbi(dist.reshape(b * bands, n, -1), lam * first, lam * moves)
@@ -320,6 +315,8 @@ class ContextBandEnergy(BandEnergy):
                     or rows.min() < 1 or rows.max() > 65535:
                 raise ValueError(f"envelope context table must hold {self.num_contexts} x {self.num_symbols} integers in [1, 65535]")
             self.context_rows = rows.astype(np.int64).reshape(self.num_contexts, self.num_symbols)
+            self._context_probs = self.context_rows / self.context_rows.sum(1, keepdims=True)
+            self._context_bits = -torch.from_numpy(np.log2(self._context_probs))  # (rows, K)
 
     @property
     def num_contexts(self) -> int:
@@ -351,23 +348,19 @@ class ContextBandEnergy(BandEnergy):
         """The context row ``(B, bands, blocks)`` of every symbol of ``steps`` ``(B, bands, blocks)``."""
         s = steps.detach().cpu().long()
         m, c = self.max_steps, self.lower_clip
-        delta = torch.diff(s, dim=-1, prepend=torch.zeros_like(s[..., :1]))
+        delta = self.symbols(s) - 2 * m
         lower = torch.full_like(s, 2 * c + 1)
         lower[:, 1:] = delta[:, :-1].clamp(-c, c) + c
         prev = torch.full_like(s, 2 * m + 1)
         prev[..., 1:] = s[..., :-1] + m
         return lower * (2 * m + 2) + prev
 
-    def _rows_bits(self) -> Tensor:
-        assert self.context_rows is not None
-        return -torch.from_numpy(np.log2(self.context_rows / self.context_rows.sum(1, keepdims=True)))
-
     def step_bits(self, lower: Tensor | None, blocks: int) -> tuple[Tensor, Tensor]:
         if self.context_rows is None:
             return super().step_bits(lower, blocks)
         m, c = self.max_steps, self.lower_clip
         s = 2 * m + 1
-        bits = self._rows_bits()  # (rows, K)
+        bits = self._context_bits  # (rows, K)
         low = (torch.full((1, blocks), 2 * c + 1, dtype=torch.long) if lower is None else lower.cpu().clamp(-c, c) + c)
         delta = torch.arange(s)[None, :] - torch.arange(s)[:, None] + 2 * m  # (from, to)
         first = bits[low[:, 0] * (2 * m + 2) + 2 * m + 1][:, torch.arange(s) + m]  # from zero, no previous step
@@ -384,10 +377,9 @@ class ContextBandEnergy(BandEnergy):
         ctx = self.contexts(steps).numpy().reshape(-1)
         if sym.size == 0:
             return b""
-        order = _wavefront_order(tuple(steps.shape))
-        probs = self.context_rows / self.context_rows.sum(1, keepdims=True)
+        order, _, _ = _wavefront(tuple(steps.shape))
         enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(sym[order].astype(np.int32), constriction.stream.model.Categorical(perfect=False), probs[ctx[order]])
+        enc.encode(sym[order].astype(np.int32), constriction.stream.model.Categorical(perfect=False), self._context_probs[ctx[order]])
         return enc.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, batch: int, length: int) -> Tensor:
@@ -407,23 +399,18 @@ class ContextBandEnergy(BandEnergy):
             raise ValueError("range-coded envelope payload must be a non-empty multiple of 4 bytes")
         dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         family = constriction.stream.model.Categorical(perfect=False)
-        probs = self.context_rows / self.context_rows.sum(1, keepdims=True)
-        delta = np.zeros_like(steps)
-        band_of = np.arange(bands)
+        flat, delta = steps.reshape(-1), np.zeros(steps.size, dtype=np.int64)  # flat: a view of the steps
+        order, fronts, idx = _wavefront(steps.shape)
+        bounds = np.concatenate([[0], np.cumsum(fronts)])
         try:
-            for front in range(bands + n - 1):
-                band = band_of[(front - band_of >= 0) & (front - band_of < n)]
-                block = front - band
-                low = np.full((batch, band.size), 2 * c + 1, dtype=np.int64)
-                has_low = band > 0
-                low[:, has_low] = np.clip(delta[:, band[has_low] - 1, block[has_low]], -c, c) + c
-                prev = np.full((batch, band.size), 2 * m + 1, dtype=np.int64)
-                has_prev = block > 0
-                prev[:, has_prev] = steps[:, band[has_prev], block[has_prev] - 1] + m
-                got = np.asarray(dec.decode(family, probs[(low * (2 * m + 2) + prev).reshape(-1)])).reshape(batch, band.size)
-                delta[:, band, block] = got - 2 * m
-                steps[:, band, block] = np.where(has_prev[None], prev - m, 0) + got - 2 * m
-                if np.abs(steps[:, band, block]).max() > m:
+            for w in range(len(fronts)):  # each symbol after the band below (same block) and its own previous block
+                pos = order[bounds[w] : bounds[w + 1]]
+                has_low, has_prev = idx[1, pos] > 0, idx[2, pos] > 0
+                low = np.where(has_low, np.clip(delta[pos - n * has_low], -c, c) + c, 2 * c + 1)
+                prev = np.where(has_prev, flat[pos - has_prev] + m, 2 * m + 1)
+                delta[pos] = np.asarray(dec.decode(family, self._context_probs[low * (2 * m + 2) + prev])) - 2 * m
+                flat[pos] = np.where(has_prev, prev - m, 0) + delta[pos]
+                if np.abs(flat[pos]).max() > m:
                     raise ValueError("envelope steps out of range: corrupt payload")
         except ValueError:
             raise
@@ -433,19 +420,6 @@ class ContextBandEnergy(BandEnergy):
 
 
 MAX_ENVELOPE_SYMBOLS = 1 << 24  # band-energy symbols of one chunk, at most (bounds a corrupt header's claim)
-
-
-def _wavefront_order(shape: tuple[int, ...]) -> np.ndarray:
-    """Flat indices of a ``(B, bands, blocks)`` grid in the order :meth:`ContextBandEnergy.decode`
-    reads them: by ``band + block``, then batch, then band (the order of the decoder's loop)."""
-    b, bands, n = shape
-    idx = np.arange(b * bands * n).reshape(b, bands, n)
-    order = []
-    for front in range(bands + n - 1):
-        band = np.arange(bands)
-        band = band[(front - band >= 0) & (front - band < n)]
-        order.append(idx[:, band, front - band].reshape(-1))
-    return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
 
 
 def _viterbi(dist: Tensor, first: Tensor, moves: Tensor) -> Tensor:

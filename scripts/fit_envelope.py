@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import shutil  # noqa: E402
+from functools import partial  # noqa: E402
 
 from codec.envelope import BandEnergy, ContextBandEnergy  # noqa: E402
 from codec.entropy import FrequencyTable, packed_bits  # noqa: E402
@@ -126,19 +127,15 @@ def _fit(args: argparse.Namespace, folder: Path, model: Codec, published: dict, 
     train = signals(model, args.train, args.train_files)
     steps = [steps_of(model, plain, x, point) for x in train for point in points]
     table = FrequencyTable.from_codes(torch.cat([plain.symbols(s).flatten() for s in steps]), plain.num_symbols, prior=1)
-    kind = ContextBandEnergy if args.contexts else BandEnergy
-    model.envelope = kind(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
-                          rd_reference_kbps=args.rd_reference_kbps)
+    build = partial(ContextBandEnergy if args.contexts else BandEnergy, int(model.sample_rate), table=table.counts.tolist(),
+                    rd_lambda=args.rd_lambda, rd_reference_kbps=args.rd_reference_kbps)
+    model.envelope = build()
     context_bits = None
     if args.contexts:
-        rows = model.envelope.fit_context_table(steps)
-        model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
-                                           rd_reference_kbps=args.rd_reference_kbps, context_table=rows)
+        model.envelope = build(context_table=model.envelope.fit_context_table(steps))
         if args.rd_lambda:  # refitted on the steps the encoder's choice writes
             steps = [steps_of(model, model.envelope, x, point) for x in train for point in points]
-            model.envelope = ContextBandEnergy(int(model.sample_rate), table=table.counts.tolist(), rd_lambda=args.rd_lambda,
-                                               rd_reference_kbps=args.rd_reference_kbps,
-                                               context_table=model.envelope.fit_context_table(steps))
+            model.envelope = build(context_table=model.envelope.fit_context_table(steps))
         symbols = sum(s.numel() for s in steps)
         context_bits = round(8 * sum(len(model.envelope.encode(s)) for s in steps) / symbols, 3)
     entry = {"name": model.envelope.name, "kwargs": model.envelope.config(), "default": not args.off}
