@@ -82,6 +82,7 @@ FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output fil
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 MODEL_HELP = "Model name (see `vqcodec models`) or model folder; default: the bundled model of the input's modality."
 VARIABLE_DEPTH = typer.Option(True, "--variable-depth/--fixed-depth", help="Rate targets (kbps/bpp) with residual models: every latent position codes its own number of levels, spent where they help most (default); --fixed-depth codes one depth for the whole file.")
+POSTFILTER = typer.Option(True, "--postfilter/--no-postfilter", help="Audio: end decoding with the model's speech postfilter, where it has one (leave it out for music; see vqcodec rates).")
 ENVELOPE = typer.Option(None, "--envelope/--no-envelope", help="Audio: band-energy side information (each band's energy per ~0.1 s restored by the decoder; default the model's, see vqcodec rates). Its bytes count toward --rate.")
 REFINE = typer.Option(None, "--refine", min=0, max=1000, help="Analysis-by-synthesis: gradient steps that choose codes by what the decoder makes of them (0 off; default the model's). Never worse on the model's objective and never larger per tile; about one decoder pass with gradient per step and rate point tried. Files decode with any build.")
 BEAM = typer.Option(None, "--beam", min=1, max=64, help="Residual code search: code prefixes kept per level (1 greedy; default the model's). Larger: codes closer to the encoder's output at the same rate point, slower encoding; files decode with any build.")
@@ -273,6 +274,7 @@ def decompress(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several); - writes standard output (needs --format). Default: beside each input."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or folder; default: the model named in each file (its weights hash must match)."),
     format: Optional[str] = typer.Option(None, "--format", help="Output format (wav, flac, ogg, png, jpeg, webp, tiff...); default: -o's suffix, else the source's audio format or PNG."),
+    postfilter: bool = POSTFILTER,
     device: Device = DEVICE,
     force: bool = FORCE,
     quiet: bool = QUIET,
@@ -297,12 +299,12 @@ def decompress(
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / f"out.{format}"
                 report = decompress_file(item.input, target, model=fixed, data=data, format=format, device=dev,
-                                         progress=tick)
+                                         progress=tick, postfilter=postfilter)
                 _write_stdout(target.read_bytes())
                 report.output = "-"
                 return report
         return decompress_file(item.input, item.output, model=fixed, data=data, format=format, device=dev, force=force,
-                                   progress=tick)
+                               progress=tick, postfilter=postfilter)
 
     t0 = time.perf_counter()
     reports, failures = run_batch(items, job, err_console, description="decompress", debug=debug, quiet=quiet,
@@ -420,7 +422,8 @@ def rates(
         out.append({"model": m.name or str(name), "modality": m.modality, "sha256": m.weights_sha256(),
                     "beam_size": m.beam_size, "refine_steps": m.refine_steps, "points": points,
                     "envelope": None if m.envelope is None else {"name": m.envelope.name, "kbps": m.envelope_kbps,
-                                                                 "default": m.envelope_default}})
+                                                                 "default": m.envelope_default},
+                    "postfilter": None if m.postfilter is None else m.postfilter.config()})
     if as_json:
         console.print_json(json.dumps(out))
         return
@@ -439,6 +442,10 @@ def rates(
             console.print(f"band energies ({env['name']}): +{env['kbps']:.3g} kbps measured, "
                           f"{'on' if env['default'] else 'off'} by default (--envelope/--no-envelope); "
                           "a rate target counts them", style="dim")
+        if entry.get("postfilter"):
+            pf = entry["postfilter"]["kwargs"]
+            console.print(f"decoder postfilter ({entry['postfilter']['name']}, strength {pf['strength']:g}): on by default, "
+                          "costs no bits; decompress --no-postfilter leaves it out (music)", style="dim")
         if entry["modality"] == "audio":
             console.print("audio rates are per channel; a target for a stereo file counts both channels", style="dim")
 
@@ -588,6 +595,7 @@ def evaluate(
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
     envelope: Optional[bool] = ENVELOPE,
+    postfilter: bool = POSTFILTER,
     variable_depth: bool = VARIABLE_DEPTH,
     debug: bool = DEBUG,
 ) -> None:
@@ -622,7 +630,8 @@ def evaluate(
     run = evaluate_images if kind == "image" else evaluate_audio
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        extra = {"min_seconds": min_seconds, "sample_rate": sample_rate, "envelope": envelope} if kind == "audio" else {}
+        extra = ({"min_seconds": min_seconds, "sample_rate": sample_rate, "envelope": envelope, "postfilter": postfilter}
+                 if kind == "audio" else {})
         extra["beam_size"] = beam
         extra["refine_steps"] = refine
         extra["variable_depth"] = variable_depth
@@ -638,6 +647,8 @@ def evaluate(
         search.append("variable depth")
     if kind == "audio" and m.envelope is not None:
         search.append("band energies" if (envelope if envelope is not None else m.envelope_default) else "no band energies")
+    if kind == "audio" and m.postfilter is not None:
+        search.append("postfilter" if postfilter else "no postfilter")
     title = f"{m.name or model}" + (f" ({', '.join(search)})" if search else "") + f" on {folder.name}"
     paths = write_report(rows, output, unit, title)
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)

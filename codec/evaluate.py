@@ -254,7 +254,7 @@ def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
     sample_rate: int | None = None, beam_size: int | None = None, refine_steps: int | None = None,
-    envelope: bool | None = None, variable_depth: bool = True,
+    envelope: bool | None = None, variable_depth: bool = True, postfilter: bool = True,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
 
@@ -263,7 +263,8 @@ def evaluate_audio(
     ``sample_rate`` resamples every file first: the resampled signal is what every codec is fed
     and scored against (8000: telephone speech, scored with narrow-band PESQ). ``beam_size``,
     ``refine_steps``: our encoder's residual code search and its refinement, ``envelope`` its
-    band-energy side information (defaults the model's), ``variable_depth`` as in :func:`evaluate_images`.
+    band-energy side information (defaults the model's), ``variable_depth`` as in :func:`evaluate_images`,
+    ``postfilter`` our decoder's postfilter (where the model has one).
     """
     import soundfile as sf
 
@@ -295,7 +296,7 @@ def evaluate_audio(
             progress(f"{path.name} @ {rate}")
             out = compress_signal(wav, rate=rate, model=model, sample_rate=sr, source=meta, beam_size=beam_size,
                                   refine_steps=refine_steps, envelope=envelope, variable_depth=variable_depth)
-            y, _ = decompress(out.data, model=model)
+            y, _ = decompress(out.data, model=model, postfilter=postfilter)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
                             8 * len(out.data) / seconds / 1000, audio_quality(ref, _mono(y), sr)))
         with tempfile.TemporaryDirectory() as tmp:

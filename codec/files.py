@@ -228,10 +228,12 @@ def _source(header: dict[str, Any], codec: Codec) -> dict[str, Any]:
     return out
 
 
-def decompress_blocks(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any], Iterator[Tensor]]:
-    """Audio: ``(header, source, blocks)`` with blocks ``(C, n)`` at the source's sample rate."""
+def decompress_blocks(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu",
+                      postfilter: bool = True) -> tuple[dict[str, Any], dict[str, Any], Iterator[Tensor]]:
+    """Audio: ``(header, source, blocks)`` with blocks ``(C, n)`` at the source's sample rate.
+    ``postfilter``: the model's decoder-side postfilter, where it has one (:meth:`Codec.decode`)."""
     codec = model_for(data, model, device)
-    header, blocks = codec.decompress_stream(data)
+    header, blocks = codec.decompress_stream(data, postfilter)
     source = _source(header, codec)
     resampler = StreamResampler(int(codec.sample_rate or source["sample_rate"]), source["sample_rate"])
 
@@ -249,16 +251,18 @@ def decompress_blocks(data: bytes, model: str | Path | Codec | None = None, devi
     return header, source, restored()
 
 
-def decompress(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> tuple[Tensor, dict[str, Any]]:
+def decompress(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu",
+               postfilter: bool = True) -> tuple[Tensor, dict[str, Any]]:
     """A ``.vqc`` file -> ``(signal, info)`` restored to the source's format.
 
     Audio: ``(C, T)`` float32 at the source's sample rate and length; images: ``(C, H, W)`` in
     ``[0, 1]`` in the source's mode. ``info`` is the header plus ``"source"`` (checked) and, for
-    audio, ``"sample_rate"`` of the returned signal.
+    audio, ``"sample_rate"`` of the returned signal. ``postfilter``: the model's decoder-side
+    postfilter, where it has one (:meth:`Codec.decode`).
     """
     codec = model_for(data, model, device)
     if codec.modality == "audio":
-        header, source, blocks = decompress_blocks(data, codec, device)
+        header, source, blocks = decompress_blocks(data, codec, device, postfilter)
         signal = torch.cat(list(blocks), dim=-1)
         return signal, {**header, "source": source, "sample_rate": source["sample_rate"]}
     y, header = codec.decompress(data)
@@ -345,11 +349,12 @@ def decompress_file(
     device: str = "cpu",
     force: bool = False,
     progress: Callable[[float], None] | None = None,
+    postfilter: bool = True,
 ) -> FileReport:
     """Decode one ``.vqc`` file (or its bytes in ``data``) into a media file at ``output``.
 
     ``progress`` is called with the fraction of the output written so far (audio is decoded and
-    written chunk by chunk)."""
+    written chunk by chunk). ``postfilter``: the model's decoder-side postfilter, where it has one."""
     t0 = time.perf_counter()
     if data is None:
         p = Path(input)
@@ -362,7 +367,7 @@ def decompress_file(
         raise FileExistsError(f"{output} exists (use --force to overwrite)")
     codec = model_for(data, model, device)
     if codec.modality == "audio":
-        header, source, blocks = decompress_blocks(data, codec, device)
+        header, source, blocks = decompress_blocks(data, codec, device, postfilter)
         if progress is not None:
             blocks = _counted(blocks, source["frames"], progress)
         _, frames = write_audio(output, blocks, source["sample_rate"], source["channels"], source, format=format, force=force)

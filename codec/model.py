@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
 from codec.envelope import BandEnergy, build_envelope
+from codec.postfilter import FormantPostfilter, build_postfilter
 from codec.entropy import ColumnContexts, ContextTable, FrequencyTable, decode_tile, encode_tile, fit_column_contexts, min_tile_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
@@ -312,6 +313,8 @@ class Codec(nn.Module):
         self.envelope: BandEnergy | None = build_envelope(entry, self.sample_rate)
         self.envelope_kbps = float(entry.get("measured_kbps", 0.0)) if self.envelope is not None else 0.0
         self.envelope_default = bool(entry.get("default", True)) if self.envelope is not None else False
+        # decoder-side enhancement every decoded signal gets unless the caller leaves it out (config "postfilter")
+        self.postfilter: FormantPostfilter | None = build_postfilter((config or {}).get("postfilter"), self.sample_rate)
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
@@ -594,8 +597,12 @@ class Codec(nn.Module):
         return steps
 
     @torch.no_grad()
-    def decode(self, encoded: EncodedCodes) -> Tensor:
-        """:class:`EncodedCodes` -> reconstruction in the original layout and range."""
+    def decode(self, encoded: EncodedCodes, postfilter: bool = True) -> Tensor:
+        """:class:`EncodedCodes` -> reconstruction in the original layout and range.
+
+        ``postfilter``: end with the model's decoder-side postfilter (:attr:`postfilter`,
+        :mod:`codec.postfilter`), where it has one; ``False`` returns the decoder's own output.
+        """
         point = self.select_rate(encoded.point.name)
         codes = encoded.codes
         spatial = tuple(codes.shape[1 : 1 + len(encoded.padded)])
@@ -607,6 +614,8 @@ class Codec(nn.Module):
             if self.envelope is None:
                 raise ValueError("these codes carry band energies, but this model has no envelope")
             recon = self.envelope.apply(recon, encoded.envelope)
+        if postfilter and self.postfilter is not None:
+            recon = self.postfilter(recon)
         return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
 
     # -- files ------------------------------------------------------------------------------------
@@ -1377,7 +1386,7 @@ class Codec(nn.Module):
         window = grid.window(spans)
         out[(..., *(slice(a, b) for a, b in spans))] += piece if window is None else piece * window
 
-    def _decode_tile(self, parsed: "ParsedFile", index: int, spans: tuple[tuple[int, int], ...]) -> Tensor:
+    def _decode_tile(self, parsed: "ParsedFile", index: int, spans: tuple[tuple[int, int], ...], postfilter: bool = True) -> Tensor:
         stride = self.encoder.stride
         tile_shape, padded = self._tile_geometry(parsed.shape[1], spans)
         sizes = self.quantizer.alphabet_sizes(**parsed.point.kwargs)
@@ -1397,11 +1406,13 @@ class Codec(nn.Module):
             except ValueError as err:
                 raise BitstreamError(f"band energies of tile {index}: {err}") from None
         enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded, envelope=steps)
-        return self.decode(enc).float().cpu()
+        return self.decode(enc, postfilter).float().cpu()
 
     @torch.no_grad()
-    def decompress(self, data: bytes) -> tuple[Tensor, dict[str, Any]]:
+    def decompress(self, data: bytes, postfilter: bool = True) -> tuple[Tensor, dict[str, Any]]:
         """Bytes of a ``.vqc`` file -> ``(signal (1, C, *spatial), header)``.
+
+        ``postfilter`` as in :meth:`decode`.
 
         Raises :class:`~codec.bitstream.BitstreamError` for a foreign, corrupt or truncated file,
         a file made by other weights, or a header inconsistent with this model.
@@ -1409,14 +1420,15 @@ class Codec(nn.Module):
         parsed = self.read_header(data)
         out = torch.zeros(parsed.shape)
         for index, spans in enumerate(parsed.grid):
-            self._blend(out, parsed.grid, spans, self._decode_tile(parsed, index, spans))
+            self._blend(out, parsed.grid, spans, self._decode_tile(parsed, index, spans, postfilter))
         return out, parsed.header
 
     @torch.no_grad()
-    def decompress_stream(self, data: bytes) -> tuple[dict[str, Any], Iterator[Tensor]]:
+    def decompress_stream(self, data: bytes, postfilter: bool = True) -> tuple[dict[str, Any], Iterator[Tensor]]:
         """Audio: ``(header, blocks)``: the signal ``(1, C, T)`` as consecutive finished blocks.
 
-        Memory stays bounded by two chunks whatever the file's duration.
+        Memory stays bounded by two chunks whatever the file's duration. ``postfilter`` as in
+        :meth:`decode`.
         """
         if self.modality != "audio":
             raise ValueError("decompress_stream is for audio; images decode with decompress")
@@ -1427,7 +1439,7 @@ class Codec(nn.Module):
             buf, done = torch.zeros(parsed.shape[:2] + (0,)), 0  # buf: samples [done, done + len) so far
             for index, spans in enumerate(spans_list):
                 (a, b), = spans
-                piece = self._decode_tile(parsed, index, spans)
+                piece = self._decode_tile(parsed, index, spans, postfilter)
                 window = parsed.grid.window(spans)
                 piece = piece if window is None else piece * window
                 grown = torch.zeros(parsed.shape[:2] + (b - done,))

@@ -57,6 +57,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v3"),
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
+    # audio-v8: audio-v7 with a decoder-side formant postfilter (music: with it, as decoded by default)
+    **speech_evals("audio-v8"), "audio-v8-music": music_eval("audio-v8"),
     # audio-v7: audio-v5 with context-coded band energies, chosen rate-distortion-optimally by the encoder
     **speech_evals("audio-v7"), "audio-v7-music": music_eval("audio-v7"),
     # audio-v6: audio-v5's decoder fine-tuned on with the term also over the telephone band (not the default)

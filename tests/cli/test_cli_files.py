@@ -277,3 +277,16 @@ def test_variable_and_fixed_depth(tmp_path, monkeypatch):
     assert (tmp_path / "v.vqc").stat().st_size > (tmp_path / "f.vqc").stat().st_size
     out = run("decompress", tmp_path / "v.vqc", "-o", tmp_path / "v.wav", "-m", tmp_path / "m")
     assert out.exit_code == 0, out.output
+
+
+def test_decompress_no_postfilter_returns_the_decoders_own_output(media, tmp_path):
+    out = run("compress", media / "sub" / "phone.flac", "-o", tmp_path / "p.vqc", "--rate", "1.6kbps", "-m", "audio-v8")
+    assert out.exit_code == 0, out.output
+    for flag, name in ((None, "on.wav"), ("--no-postfilter", "off.wav")):
+        out = run("decompress", tmp_path / "p.vqc", "-o", tmp_path / name, *([flag] if flag else []))
+        assert out.exit_code == 0, out.output
+    on, sr = sf.read(tmp_path / "on.wav")
+    off, _ = sf.read(tmp_path / "off.wav")
+    assert sr == 8000 and on.shape == off.shape == (8000,) and not np.allclose(on, off)
+    out = run("rates", "-m", "audio-v8")
+    assert out.exit_code == 0 and "postfilter" in out.output

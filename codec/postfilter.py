@@ -1,0 +1,142 @@
+"""Decoder-side postfilters: enhancement of the decoded waveform that every file of a model gets.
+
+A low-rate speech coder's output carries its coding noise spread over the spectrum; in the
+valleys between formants (the spectral peaks of the vocal tract) that noise is least masked.
+Since the CELP coders of the late 1980s (Chen & Gersho 1995, "Adaptive postfiltering for quality
+enhancement of coded speech", IEEE Trans. Speech Audio Process. 3(1); G.728, G.729, AMR, Codec2)
+the decoder therefore ends in an adaptive *formant postfilter*: each frame's short-term LPC
+envelope ``1/A(z)`` is estimated from the decoded signal itself and the frame is filtered by
+``A(z/g_num) / A(z/g_den)`` (``0 < g_num < g_den < 1``), which deepens the valleys relative to
+the formant peaks, then brought back to the frame's energy. Nothing is sent: the filter is a
+function of the decoded signal, so files are unchanged and a decoder may leave it out.
+
+:class:`FormantPostfilter` applies that filter in the STFT domain, frame by frame: the LPC
+polynomial of each Hann-windowed frame (autocorrelation with a Gaussian lag window, Levinson-
+Durbin), the magnitude response of the two bandwidth-expanded polynomials on the STFT's
+frequency grid, raised to ``strength`` (0 is the identity, 1 the classic filter), every frame's
+energy kept, overlap-added. Shapes: waveforms ``(..., T)`` at the model's sample rate.
+
+Measured on speech (the bundled models' cards): the filter raises PESQ, more at higher rates,
+and lowers STOI a little and raises the mel distance (the output's spectrum is sharpened on
+purpose); on music PESQ falls, so the CLI's ``decompress --no-postfilter`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from codec.registry import Registry
+
+__all__ = ["POSTFILTERS", "FormantPostfilter", "build_postfilter"]
+
+#: decoder-side postfilters by name (a model's config ``postfilter.name``)
+POSTFILTERS: Registry["FormantPostfilter"] = Registry("postfilter")
+
+_SILENT = 1e-10  # frames whose mean power is below this (about -100 dB) pass unchanged
+
+
+def levinson(r: Tensor, order: int) -> Tensor:
+    """LPC polynomials ``[1, a_1, ..., a_order]`` from autocorrelations ``r`` ``(N, >= order + 1)``.
+
+    Batched Levinson-Durbin over the rows; rows with ``r_0 <= 0`` give ``[1, 0, ..., 0]``.
+    Reflection coefficients are clamped into ``(-1, 1)``, so every polynomial is minimum-phase.
+    """
+    n = r.shape[0]
+    a = torch.zeros(n, order + 1, dtype=r.dtype, device=r.device)
+    a[:, 0] = 1.0
+    err = r[:, 0].clamp_min(1e-30)
+    live = r[:, 0] > 0
+    for i in range(1, order + 1):
+        acc = (a[:, :i] * r[:, 1 : i + 1].flip(-1)).sum(-1)
+        k = (-acc / err).clamp(-0.9999, 0.9999) * live
+        prev = a[:, 1:i].clone()
+        a[:, 1:i] = prev + k[:, None] * prev.flip(-1)
+        a[:, i] = k
+        err = err * (1 - k * k)
+    return a
+
+
+@POSTFILTERS.register("formant")
+class FormantPostfilter:
+    """The adaptive formant postfilter ``A(z/gamma_num) / A(z/gamma_den)`` of CELP decoders.
+
+    Args:
+        sample_rate: of the waveforms it filters (the decoder's).
+        gamma_num, gamma_den: bandwidth expansion of the numerator and denominator polynomials
+            (``0 <= gamma_num < gamma_den < 1``; G.729 uses 0.55 / 0.7).
+        strength: exponent of the magnitude response (0: identity; 1: the filter itself).
+        order: LPC order (``None``: 2 + sample_rate / 1500, 18 at 24 kHz).
+        frame_ms: STFT frame (Hann), hopped by a quarter of it.
+        lag_window_hz: Gaussian lag window of the autocorrelation (smooths the envelope's peaks).
+    """
+
+    def __init__(self, sample_rate: int, gamma_num: float = 0.5, gamma_den: float = 0.8, strength: float = 0.5,
+                 order: int | None = None, frame_ms: float = 32.0, lag_window_hz: float = 60.0) -> None:
+        if not 0.0 <= gamma_num < gamma_den < 1.0:
+            raise ValueError(f"need 0 <= gamma_num < gamma_den < 1, got {gamma_num}, {gamma_den}")
+        if not 0.0 <= strength <= 2.0:
+            raise ValueError(f"strength must be in [0, 2], got {strength}")
+        self.sample_rate = int(sample_rate)
+        self.gamma_num, self.gamma_den, self.strength = float(gamma_num), float(gamma_den), float(strength)
+        self.order = int(order) if order is not None else 2 + self.sample_rate // 1500
+        self.n_fft = max(2 * (self.order + 1), int(frame_ms * self.sample_rate / 1000) // 4 * 4)
+        self.hop = self.n_fft // 4
+        self.lag_window_hz = float(lag_window_hz)
+        self.name = "formant"
+
+    def config(self) -> dict[str, Any]:
+        """The model-config entry that rebuilds this postfilter."""
+        return {"name": self.name, "kwargs": {"gamma_num": self.gamma_num, "gamma_den": self.gamma_den,
+                                              "strength": self.strength, "order": self.order,
+                                              "frame_ms": 1000.0 * self.n_fft / self.sample_rate,
+                                              "lag_window_hz": self.lag_window_hz}}
+
+    def response(self, frames: Tensor) -> Tensor:
+        """Per-frame magnitude responses ``(N, n_fft // 2 + 1)`` for windowed frames ``(N, n_fft)``."""
+        spec = torch.fft.rfft(frames, n=2 * self.n_fft)
+        r = torch.fft.irfft(spec.abs().square(), n=2 * self.n_fft)[:, : self.order + 1]
+        lags = torch.arange(self.order + 1, dtype=frames.dtype, device=frames.device)
+        r = r * torch.exp(-0.5 * (2 * math.pi * self.lag_window_hz * lags / self.sample_rate) ** 2)
+        r[:, 0] = r[:, 0] * 1.0001  # white-noise correction: conditions the Toeplitz system
+        a = levinson(r, self.order)
+        num = torch.fft.rfft(a * self.gamma_num ** lags, n=self.n_fft).abs()
+        den = torch.fft.rfft(a * self.gamma_den ** lags, n=self.n_fft).abs().clamp_min(1e-9)
+        return (num / den).pow(self.strength)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Filter waveforms ``(..., T)``; the output has the input's shape and dtype."""
+        if self.strength == 0.0 or x.shape[-1] == 0:
+            return x
+        shape, dtype = x.shape, x.dtype
+        flat = x.reshape(-1, shape[-1]).float()
+        window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
+        spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=True, pad_mode="constant",
+                          return_complex=True)  # (B, F, N)
+        padded = torch.nn.functional.pad(flat, (self.n_fft // 2, self.n_fft // 2))
+        frames = padded.unfold(-1, self.n_fft, self.hop)[:, : spec.shape[-1]] * window  # (B, N, n_fft)
+        gain = self.response(frames.reshape(-1, self.n_fft)).reshape(*frames.shape[:2], -1).transpose(1, 2)  # (B, F, N)
+        power = spec.abs().square()
+        before, after = power.sum(1), (power * gain.square()).sum(1)
+        live = before > _SILENT * self.n_fft
+        norm = torch.where(live, (before / after.clamp_min(1e-30)).sqrt(), torch.ones_like(before))
+        gain = torch.where(live[:, None], gain * norm[:, None], torch.ones_like(gain))
+        out = torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=shape[-1])
+        return out.reshape(shape).to(dtype)
+
+
+def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | None:
+    """The postfilter of a model config's ``postfilter`` entry (``None`` without one)."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), dict):
+        raise ValueError("model config: 'postfilter' must be {'name': str, 'kwargs': {...}}")
+    if sample_rate is None:
+        raise ValueError("model config: a 'postfilter' filters audio models' output only")
+    kwargs = dict(entry.get("kwargs", {}))
+    if "sample_rate" in kwargs:
+        raise ValueError("model config: the postfilter's sample rate is the model's")
+    return POSTFILTERS.get(entry["name"], sample_rate=int(sample_rate), **kwargs)

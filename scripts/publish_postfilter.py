@@ -1,0 +1,99 @@
+"""Publish a bundled audio model with a decoder-side postfilter under a new name.
+
+    python scripts/publish_postfilter.py audio-v7 --publish-as audio-v8 \\
+        --gamma-num 0.6 --gamma-den 0.9 --strength 0.5 --description "..."
+
+A postfilter (:mod:`codec.postfilter`) is applied by the decoder to every signal it decodes; it
+costs no bits and leaves the weights, the entropy tables, the encoder and the files it writes as
+they are. It still changes what the model's files decode to, so it is published as a new model
+(the source model, and every file it wrote, keep decoding as before): the model's folder is
+copied, its ``config.json`` gets the ``postfilter`` entry and the new name, its card the new
+title and a "Postfilter" section, and ``index.json`` an entry with the same weight and table
+hashes. The weights and tables are checked to be the published ones before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
+from codec.postfilter import FormantPostfilter  # noqa: E402
+from scripts.remeasure_model import CARD, SECTION, load_published, reload_unchanged  # noqa: E402
+
+
+def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
+    """The card's "Postfilter" section."""
+    return [
+        "## Postfilter", "",
+        f"`{source}`'s weights, entropy tables, encoder settings and rate targets, bit for bit, with a decoder-side "
+        f"formant postfilter (`codec.postfilter.FormantPostfilter`, the adaptive postfilter of CELP speech decoders): "
+        f"every decoded frame is filtered by `A(z/{postfilter.gamma_num:g}) / A(z/{postfilter.gamma_den:g})` of its own "
+        f"order-{postfilter.order} LPC envelope, the magnitude response raised to {postfilter.strength:g}, its energy "
+        f"kept ({1000 * postfilter.n_fft / postfilter.sample_rate:g} ms frames). It costs no bits; "
+        "`vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the decoder's own output, which is "
+        f"`{source}`'s. The rate table below is of that output.", "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", help="the published audio model to start from")
+    ap.add_argument("--publish-as", metavar="NEW", required=True, help="the new model's name")
+    ap.add_argument("--gamma-num", type=float, default=0.6)
+    ap.add_argument("--gamma-den", type=float, default=0.9)
+    ap.add_argument("--strength", type=float, default=0.5)
+    ap.add_argument("--description", default=None, help="the new model's index description")
+    ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR)
+    args = ap.parse_args(argv)
+
+    folder, model, published, before = load_published(args.weights_dir, args.name)
+    if model.modality != "audio":
+        raise SystemExit(f"{args.name}: a postfilter filters audio models' output")
+    if model.postfilter is not None:
+        raise SystemExit(f"{args.name} already has a postfilter")
+    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
+    if args.publish_as in index["models"] or (args.weights_dir / args.publish_as).exists():
+        raise SystemExit(f"{args.publish_as} is already published: a published name never changes")
+    try:
+        postfilter = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
+                                       strength=args.strength)
+    except ValueError as err:
+        raise SystemExit(f"postfilter: {err}") from None
+    staging = args.weights_dir / f".{args.publish_as}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging)
+    try:
+        config = json.loads((staging / CONFIG_FILE).read_text())
+        config["name"] = args.publish_as  # the files it writes name the new model
+        config["postfilter"] = postfilter.config()
+        (staging / CONFIG_FILE).write_text(config_text(config))
+        card = (staging / CARD).read_text().replace(f"# {args.name}\n", f"# {args.publish_as}\n", 1)
+        at = card.find(SECTION)
+        if at < 0:
+            raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
+        card = card[:at] + "\n".join(postfilter_section(args.name, postfilter)) + "\n" + card[at:]
+        (staging / CARD).write_text(card)
+        loaded = reload_unchanged(staging, published, before)
+        if loaded.postfilter is None or loaded.name != args.publish_as:
+            raise SystemExit(f"{staging}: the postfilter or the name did not load")
+        staging.rename(args.weights_dir / args.publish_as)
+        index["models"][args.publish_as] = {**published,
+                                            "description": args.description or f"{args.name} with a decoder postfilter"}
+        (args.weights_dir / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = {"model": args.publish_as, "from": args.name, "postfilter": postfilter.config()}
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

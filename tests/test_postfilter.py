@@ -1,0 +1,163 @@
+"""The decoder-side formant postfilter: the filter itself, its place in decoding, its publication."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.signal
+import torch
+
+from codec.bitstream import read_container
+from codec.hub import file_sha256
+from codec.model import Codec
+from codec.postfilter import FormantPostfilter, build_postfilter, levinson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def ar_signal(seconds: float = 1.0, sample_rate: int = 24000, seed: int = 0) -> torch.Tensor:
+    """White noise through two resonances (800 Hz and 2.4 kHz): a formant-like spectrum ``(T,)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(int(seconds * sample_rate))
+    for f, r in ((800, 0.97), (2400, 0.95)):
+        w = 2 * np.pi * f / sample_rate
+        x = scipy.signal.lfilter([1.0], [1.0, -2 * r * np.cos(w), r * r], x)
+    return torch.from_numpy(0.1 * x / np.abs(x).max()).float()
+
+
+def test_levinson_solves_the_normal_equations():
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(4):
+        frame = rng.standard_normal(512) * np.hanning(512)
+        r = np.correlate(frame, frame, "full")[511:523]
+        rows.append(r)
+    r = torch.tensor(np.array(rows))
+    a = levinson(r, 10)
+    for i in range(4):
+        want = scipy.linalg.solve_toeplitz(rows[i][:10], -rows[i][1:11])
+        np.testing.assert_allclose(a[i, 1:].numpy(), want, rtol=1e-6, atol=1e-9)
+    assert torch.equal(levinson(torch.zeros(1, 11, dtype=torch.float64), 10)[0], torch.eye(11, dtype=torch.float64)[0])
+
+
+def test_strength_zero_is_the_identity_and_shapes_are_kept():
+    x = ar_signal(0.5)[None, None]
+    assert FormantPostfilter(24000, strength=0.0)(x) is x
+    pf = FormantPostfilter(24000)
+    for shape in ((3000,), (2, 1, 3000), (1, 1, 100)):  # 100 samples: shorter than a frame
+        y = pf(torch.rand(shape) - 0.5)
+        assert y.shape == shape and y.dtype == torch.float32 and torch.isfinite(y).all()
+    silent = torch.zeros(1, 1, 4800)
+    assert torch.equal(pf(silent), silent)
+
+
+def test_it_deepens_the_valleys_between_formants_and_keeps_the_energy():
+    x = ar_signal(1.0)
+    y = FormantPostfilter(24000, gamma_num=0.6, gamma_den=0.9, strength=1.0)(x)
+    f, px = scipy.signal.welch(x.numpy(), 24000, nperseg=1024)
+    _, py = scipy.signal.welch(y.numpy(), 24000, nperseg=1024)
+    peak, valley = np.argmin(np.abs(f - 800)), np.argmin(np.abs(f - 5000))
+    gain_db = 10 * np.log10(py / px)
+    assert gain_db[peak] - gain_db[valley] > 6.0  # the valley falls relative to the formant
+    assert abs(10 * np.log10(float(y.square().sum() / x.square().sum()))) < 1.0  # each frame's energy kept
+
+
+def test_build_postfilter_refuses_malformed_entries():
+    assert build_postfilter(None, 24000) is None
+    pf = build_postfilter({"name": "formant", "kwargs": {"strength": 0.25}}, 16000)
+    assert isinstance(pf, FormantPostfilter) and pf.strength == 0.25 and pf.sample_rate == 16000
+    rebuilt = build_postfilter(pf.config(), 16000)
+    assert rebuilt.config() == pf.config()
+    for bad in ("formant", {"kwargs": {}}, {"name": "formant", "kwargs": []}):
+        with pytest.raises(ValueError, match="postfilter"):
+            build_postfilter(bad, 24000)
+    with pytest.raises(ValueError, match="sample rate"):
+        build_postfilter({"name": "formant", "kwargs": {"sample_rate": 8000}}, 24000)
+    with pytest.raises(ValueError, match="audio"):
+        build_postfilter({"name": "formant"}, None)
+    with pytest.raises(KeyError):
+        build_postfilter({"name": "no-such-filter"}, 24000)
+    for kwargs in ({"gamma_num": 0.9, "gamma_den": 0.8}, {"strength": -1.0}):
+        with pytest.raises(ValueError):
+            FormantPostfilter(24000, **kwargs)
+
+
+def tiny_audio_codec(postfilter: dict | None) -> Codec:
+    torch.manual_seed(0)
+    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
+                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans", quantizer_dropout=0.0))
+    model.train()(torch.rand(2, 1, 6000) * 2 - 1)
+    model.eval()
+    if postfilter is not None:
+        model.config["postfilter"] = postfilter
+        model.postfilter = build_postfilter(postfilter, model.sample_rate)
+    return model
+
+
+def test_the_decoder_applies_it_and_files_do_not_change(tmp_path):
+    plain = tiny_audio_codec(None)
+    model = tiny_audio_codec({"name": "formant", "kwargs": {"strength": 0.5}})
+    assert model.weights_sha256() == plain.weights_sha256()
+    x = ar_signal(1.0)[None, None]
+    data = model.compress(x, "n3")
+    assert data == plain.compress(x, "n3")  # the encoder and the file are untouched
+    raw, _ = model.decompress(data, postfilter=False)
+    torch.testing.assert_close(raw, plain.decompress(data)[0])
+    filtered, _ = model.decompress(data)
+    torch.testing.assert_close(filtered, model.postfilter(raw), atol=1e-5, rtol=0)  # one tile: the filter of the output
+    assert not torch.allclose(filtered, raw)
+    blocks = torch.cat(list(model.decompress_stream(data)[1]), dim=-1)
+    torch.testing.assert_close(blocks, filtered, atol=1e-5, rtol=0)
+    # saved and loaded, the model keeps its postfilter
+    model.save(tmp_path / "m", name="audio-pf")
+    loaded = Codec.load(tmp_path / "m")
+    assert loaded.postfilter is not None and loaded.postfilter.config() == model.postfilter.config()
+
+
+def test_publish_postfilter_makes_a_new_model_and_leaves_the_source(tmp_path):
+    from scripts.publish_postfilter import main
+    from tests.test_scripts import tiny_published_model
+
+    model, weights = tiny_published_model(tmp_path, "audio-t1")
+    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\ntable\n")
+    entry = {"sha256": model.weights_sha256(), "entropy_sha256": file_sha256(weights / "audio-t1" / "entropy.safetensors"),
+             "modality": "audio", "description": ""}
+    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": entry}}))
+    source = {f: file_sha256(weights / "audio-t1" / f) for f in ("model.safetensors", "entropy.safetensors", "config.json")}
+    args = ["audio-t1", "--publish-as", "audio-t2", "--strength", "0.75", "--weights-dir", str(weights)]
+
+    summary = main([*args, "--description", "with a postfilter"])
+
+    assert {f: file_sha256(weights / "audio-t1" / f) for f in source} == source
+    index = json.loads((weights / "index.json").read_text())
+    assert index["models"]["audio-t2"] == {**entry, "description": "with a postfilter"}
+    new = Codec.load(weights / "audio-t2")
+    assert new.name == "audio-t2" and new.weights_sha256() == model.weights_sha256()
+    assert new.postfilter.strength == 0.75 and summary["postfilter"] == new.postfilter.config()
+    card = (weights / "audio-t2" / "MODEL_CARD.md").read_text()
+    assert card.startswith("# audio-t2\n") and card.index("## Postfilter") < card.index("## Rate points")
+    with pytest.raises(SystemExit, match="already published"):
+        main(args)
+    with pytest.raises(SystemExit, match="already has a postfilter"):
+        main(["audio-t2", "--publish-as", "audio-t3", "--weights-dir", str(weights)])
+    assert not any(p.name.startswith(".") for p in weights.iterdir())
+
+
+def test_the_bundled_audio_v8_is_audio_v7_with_a_postfilter():
+    from codec.hub import load_model
+
+    v7, v8 = load_model("audio-v7"), load_model("audio-v8")
+    assert v8.weights_sha256() == v7.weights_sha256() and v7.postfilter is None
+    assert v8.postfilter is not None and v8.target_points == v7.target_points
+    x = ar_signal(2.0)[None, None]
+    a, b = v8.compress_detailed(x, "1.6kbps"), v7.compress_detailed(x, "1.6kbps")
+    (ha, ca), (hb, cb) = read_container(a.data), read_container(b.data)
+    assert ca == cb and ha["model"]["name"] == "audio-v8"  # the same file but for the model's name
+    raw, _ = v8.decompress(a.data, postfilter=False)
+    torch.testing.assert_close(raw, v7.decompress(b.data)[0])
+    y, _ = v8.decompress(a.data)
+    assert y.shape == x.shape and not torch.allclose(y, raw)
