@@ -36,6 +36,7 @@ __all__ = ["POSTFILTERS", "FormantPostfilter", "build_postfilter"]
 #: decoder-side postfilters by name (a model's config ``postfilter.name``)
 POSTFILTERS: Registry["FormantPostfilter"] = Registry("postfilter")
 
+SUBMULTIPLE_SHARE = 0.85  # a sub-multiple of the best pitch lag wins with this share of its correlation
 _SILENT = 1e-10  # frames whose mean power is below this (about -100 dB) pass unchanged
 
 
@@ -75,17 +76,27 @@ class FormantPostfilter:
     """
 
     def __init__(self, sample_rate: int, gamma_num: float = 0.5, gamma_den: float = 0.8, strength: float = 0.5,
-                 order: int | None = None, frame_ms: float = 32.0, lag_window_hz: float = 60.0) -> None:
+                 order: int | None = None, frame_ms: float = 32.0, lag_window_hz: float = 60.0,
+                 pitch_gain: float = 0.0, pitch_threshold: float = 0.3, pitch_min_hz: float = 60.0,
+                 pitch_max_hz: float = 400.0, pitch_frame_ms: float = 10.0) -> None:
         if not 0.0 <= gamma_num < gamma_den < 1.0:
             raise ValueError(f"need 0 <= gamma_num < gamma_den < 1, got {gamma_num}, {gamma_den}")
         if not 0.0 <= strength <= 2.0:
             raise ValueError(f"strength must be in [0, 2], got {strength}")
+        if not 0.0 <= pitch_gain <= 1.0 or not 0.0 <= pitch_threshold < 1.0:
+            raise ValueError(f"pitch_gain must be in [0, 1] and pitch_threshold in [0, 1), got {pitch_gain}, {pitch_threshold}")
+        if not 0.0 < pitch_min_hz < pitch_max_hz < sample_rate / 4 or pitch_frame_ms <= 0:
+            raise ValueError(f"need 0 < pitch_min_hz < pitch_max_hz < sample_rate / 4 and pitch_frame_ms > 0, "
+                             f"got {pitch_min_hz}, {pitch_max_hz}, {pitch_frame_ms}")
         self.sample_rate = int(sample_rate)
         self.gamma_num, self.gamma_den, self.strength = float(gamma_num), float(gamma_den), float(strength)
         self.order = int(order) if order is not None else 2 + self.sample_rate // 1500
         self.n_fft = max(2 * (self.order + 1), int(frame_ms * self.sample_rate / 1000) // 4 * 4)
         self.hop = self.n_fft // 4
         self.lag_window_hz = float(lag_window_hz)
+        self.pitch_gain, self.pitch_threshold = float(pitch_gain), float(pitch_threshold)
+        self.pitch_min_hz, self.pitch_max_hz = float(pitch_min_hz), float(pitch_max_hz)
+        self.pitch_hop = max(1, round(pitch_frame_ms * self.sample_rate / 1000))
         self.name = "formant"
 
     def config(self) -> dict[str, Any]:
@@ -93,7 +104,10 @@ class FormantPostfilter:
         return {"name": self.name, "kwargs": {"gamma_num": self.gamma_num, "gamma_den": self.gamma_den,
                                               "strength": self.strength, "order": self.order,
                                               "frame_ms": 1000.0 * self.n_fft / self.sample_rate,
-                                              "lag_window_hz": self.lag_window_hz}}
+                                              "lag_window_hz": self.lag_window_hz, "pitch_gain": self.pitch_gain,
+                                              "pitch_threshold": self.pitch_threshold, "pitch_min_hz": self.pitch_min_hz,
+                                              "pitch_max_hz": self.pitch_max_hz,
+                                              "pitch_frame_ms": 1000.0 * self.pitch_hop / self.sample_rate}}
 
     def response(self, frames: Tensor) -> Tensor:
         """Per-frame magnitude responses ``(N, n_fft // 2 + 1)`` for windowed frames ``(N, n_fft)``."""
@@ -109,10 +123,18 @@ class FormantPostfilter:
 
     def __call__(self, x: Tensor) -> Tensor:
         """Filter waveforms ``(..., T)``; the output has the input's shape and dtype."""
-        if self.strength == 0.0 or x.shape[-1] == 0:
+        if (self.strength == 0.0 and self.pitch_gain == 0.0) or x.shape[-1] == 0:
             return x
         shape, dtype = x.shape, x.dtype
         flat = x.reshape(-1, shape[-1]).float()
+        if self.strength > 0.0:
+            flat = self._formant(flat)
+        if self.pitch_gain > 0.0:
+            flat = self._pitch(flat)
+        return flat.reshape(shape).to(dtype)
+
+    def _formant(self, flat: Tensor) -> Tensor:
+        """The short-term (formant) stage on rows ``(B, T)``."""
         window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
         spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=True, pad_mode="constant",
                           return_complex=True)  # (B, F, N)
@@ -124,8 +146,57 @@ class FormantPostfilter:
         live = before > _SILENT * self.n_fft
         norm = torch.where(live, (before / after.clamp_min(1e-30)).sqrt(), torch.ones_like(before))
         gain = torch.where(live[:, None], gain * norm[:, None], torch.ones_like(gain))
-        out = torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=shape[-1])
-        return out.reshape(shape).to(dtype)
+        return torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=flat.shape[-1])
+
+    def _pitch(self, flat: Tensor) -> Tensor:
+        """The long-term (pitch) stage on rows ``(B, T)``: in every frame of ``2 * pitch_hop``
+        samples (Hann, half overlapping) the lag ``L`` of the highest normalised correlation
+        ``c`` with the signal's own past (``pitch_min_hz`` to ``pitch_max_hz``) is found (its
+        shortest sub-multiple with :data:`SUBMULTIPLE_SHARE` of ``c`` or more, so that not a
+        multiple of the pitch period is taken), and
+        where ``c > pitch_threshold`` the frame becomes ``(x + g x[-L]) / (1 + g)``,
+        ``g = pitch_gain * c``: a comb filter that deepens the valleys between harmonics."""
+        hop, t = self.pitch_hop, flat.shape[-1]
+        frame = 2 * hop
+        lo, hi = round(self.sample_rate / self.pitch_max_hz), round(self.sample_rate / self.pitch_min_hz)
+        count = -(-t // hop) + 1
+        padded = torch.nn.functional.pad(flat, (hi, count * hop + frame - t))  # hi samples of silent past
+        out = torch.zeros_like(flat)
+        weight = torch.zeros(t, dtype=flat.dtype, device=flat.device)
+        window = torch.hann_window(frame, dtype=flat.dtype, device=flat.device)
+        starts = torch.arange(count, device=flat.device) * hop
+        span = hi - lo + frame  # the past a frame's lags reach, and the frame
+        for row in range(flat.shape[0]):
+            seg = padded[row, hi:].unfold(0, frame, hop)[:count]  # (N, frame)
+            past = padded[row].unfold(0, span, hop)[:count]  # (N, span): samples [s - hi, s - lo + frame)
+            n = 1 << (span + frame - 1).bit_length()
+            xcorr = torch.fft.irfft(torch.fft.rfft(past, n) * torch.fft.rfft(seg, n).conj(), n)[:, : hi - lo + 1]
+            run = torch.nn.functional.pad(past.square().cumsum(-1), (1, 0))
+            energy = run[:, frame:] - run[:, :-frame]  # (N, hi - lo + 1): the energy of each lag's window
+            norm = xcorr / (energy * seg.square().sum(-1, keepdim=True)).sqrt().clamp_min(1e-12)
+            c, at = norm.max(-1)
+            # a multiple of the period correlates as well as the period: prefer the shortest
+            # sub-multiple of the best lag (1/4, 1/3, 1/2) that correlates nearly as well
+            lag = hi - at
+            chosen_c, chosen_at = c.clone(), at.clone()
+            for k in (2, 3, 4):
+                sub = torch.div(lag + k // 2, k, rounding_mode="floor")
+                near = torch.stack([hi - (sub + d) for d in (-1, 0, 1)], -1).clamp(0, hi - lo)  # (N, 3)
+                c_k, pick = norm.gather(1, near).max(-1)
+                ok = (sub >= lo) & (c_k >= SUBMULTIPLE_SHARE * c)
+                chosen_c = torch.where(ok, c_k, chosen_c)
+                chosen_at = torch.where(ok, near.gather(1, pick[:, None])[:, 0], chosen_at)
+            c, at = chosen_c, chosen_at
+            g = torch.where(c > self.pitch_threshold, self.pitch_gain * c.clamp(max=1.0), torch.zeros_like(c))
+            lagged = past.gather(1, at[:, None] + torch.arange(frame, device=flat.device))  # x[s - L : s - L + frame]
+            frames = (seg + g[:, None] * lagged) / (1 + g[:, None]) * window
+            index = (starts[:, None] + torch.arange(frame, device=flat.device)).reshape(-1)
+            keep = index < t
+            out[row].index_add_(0, index[keep], frames.reshape(-1)[keep])
+            if row == 0:
+                weight.index_add_(0, index[keep], window.repeat(count)[keep])
+        covered = weight > 1e-3
+        return torch.where(covered, out / weight.clamp_min(1e-3), flat)
 
 
 def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | None:

@@ -2,6 +2,7 @@
 
     python scripts/publish_postfilter.py audio-v7 --publish-as audio-v8 \\
         --gamma-num 0.6 --gamma-den 0.9 --strength 0.5 --description "..."
+    python scripts/publish_postfilter.py audio-v7 --publish-as audio-v9 --pitch-gain 0.25
 
 A postfilter (:mod:`codec.postfilter`) is applied by the decoder to every signal it decodes; it
 costs no bits and leaves the weights, the entropy tables, the encoder and the files it writes as
@@ -37,7 +38,13 @@ def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
         f"formant postfilter (`codec.postfilter.FormantPostfilter`, the adaptive postfilter of CELP speech decoders): "
         f"every decoded frame is filtered by `A(z/{postfilter.gamma_num:g}) / A(z/{postfilter.gamma_den:g})` of its own "
         f"order-{postfilter.order} LPC envelope, the magnitude response raised to {postfilter.strength:g}, its energy "
-        f"kept ({1000 * postfilter.n_fft / postfilter.sample_rate:g} ms frames). It costs no bits; "
+        f"kept ({1000 * postfilter.n_fft / postfilter.sample_rate:g} ms frames)"
+        + (f"; then a long-term (pitch) postfilter: in every {2000 * postfilter.pitch_hop / postfilter.sample_rate:g} ms "
+           f"frame the lag of the highest normalised correlation `c` with the signal's own past "
+           f"({postfilter.pitch_min_hz:g}-{postfilter.pitch_max_hz:g} Hz) is found and, where `c > "
+           f"{postfilter.pitch_threshold:g}`, the frame becomes `(x + g x[-lag]) / (1 + g)`, `g = "
+           f"{postfilter.pitch_gain:g} c`" if postfilter.pitch_gain > 0 else "")
+        + ". It costs no bits; "
         "`vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the decoder's own output, which is "
         f"`{source}`'s. The rate table below is of that output.", "",
     ]
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gamma-num", type=float, default=0.6)
     ap.add_argument("--gamma-den", type=float, default=0.9)
     ap.add_argument("--strength", type=float, default=0.5)
+    ap.add_argument("--pitch-gain", type=float, default=0.0, help="the long-term (pitch) stage's gain (0: none)")
     ap.add_argument("--description", default=None, help="the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR)
     args = ap.parse_args(argv)
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{args.publish_as} is already published: a published name never changes")
     try:
         postfilter = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
-                                       strength=args.strength)
+                                       strength=args.strength, pitch_gain=args.pitch_gain)
     except ValueError as err:
         raise SystemExit(f"postfilter: {err}") from None
     staging = args.weights_dir / f".{args.publish_as}.tmp"

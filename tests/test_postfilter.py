@@ -66,6 +66,29 @@ def test_it_deepens_the_valleys_between_formants_and_keeps_the_energy():
     assert abs(10 * np.log10(float(y.square().sum() / x.square().sum()))) < 1.0  # each frame's energy kept
 
 
+def test_the_pitch_stage_deepens_the_valleys_between_harmonics_and_leaves_noise_alone():
+    sr = 24000
+    rng = np.random.default_rng(2)
+    t = np.arange(sr) / sr
+    voiced = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8))
+    x = torch.from_numpy(0.1 * (voiced + 0.3 * rng.standard_normal(sr))).float()
+    pf = FormantPostfilter(sr, strength=0.0, pitch_gain=0.5)
+    y = pf(x)
+    f, px = scipy.signal.welch(x.numpy(), sr, nperseg=4096)
+    _, py = scipy.signal.welch(y.numpy(), sr, nperseg=4096)
+    harmonics = [np.argmin(np.abs(f - 150 * k)) for k in range(1, 6)]
+    between = [np.argmin(np.abs(f - 150 * k - 75)) for k in range(1, 6)]
+    gain_db = 10 * np.log10(py / px)
+    assert gain_db[harmonics].mean() - gain_db[between].mean() > 3.0
+    noise = torch.from_numpy(0.1 * rng.standard_normal(sr)).float()  # no lag correlates above the threshold
+    torch.testing.assert_close(pf(noise), noise, atol=1e-6, rtol=0)
+    assert pf(torch.zeros(2, 1, 500)).abs().max() == 0  # silence and inputs shorter than a frame's past
+    for kwargs in ({"pitch_gain": 1.5}, {"pitch_threshold": 1.0}, {"pitch_min_hz": 500.0, "pitch_max_hz": 400.0},
+                   {"pitch_max_hz": 7000.0}, {"pitch_frame_ms": 0.0}):
+        with pytest.raises(ValueError, match="pitch"):
+            FormantPostfilter(sr, **kwargs)
+
+
 def test_build_postfilter_refuses_malformed_entries():
     assert build_postfilter(None, 24000) is None
     pf = build_postfilter({"name": "formant", "kwargs": {"strength": 0.25}}, 16000)
@@ -161,3 +184,17 @@ def test_the_bundled_audio_v8_is_audio_v7_with_a_postfilter():
     torch.testing.assert_close(raw, v7.decompress(b.data)[0])
     y, _ = v8.decompress(a.data)
     assert y.shape == x.shape and not torch.allclose(y, raw)
+
+
+def test_the_bundled_audio_v9_adds_the_pitch_stage_to_audio_v8s_filter():
+    from codec.hub import load_model
+
+    v7, v8, v9 = load_model("audio-v7"), load_model("audio-v8"), load_model("audio-v9")
+    assert v9.weights_sha256() == v7.weights_sha256() and v9.target_points == v7.target_points
+    assert v8.postfilter.pitch_gain == 0 and v9.postfilter.pitch_gain == 0.25
+    short_term = {k: v for k, v in v9.postfilter.config()["kwargs"].items() if not k.startswith("pitch")}
+    assert short_term == {k: v for k, v in v8.postfilter.config()["kwargs"].items() if not k.startswith("pitch")}
+    x = ar_signal(2.0)[None, None]
+    a, b = v9.compress_detailed(x, "1.6kbps"), v7.compress_detailed(x, "1.6kbps")
+    assert read_container(a.data)[1] == read_container(b.data)[1]
+    torch.testing.assert_close(v9.decompress(a.data, postfilter=False)[0], v7.decompress(b.data)[0])
