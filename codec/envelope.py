@@ -442,14 +442,4 @@ def _viterbi(dist: Tensor, first: Tensor, moves: Tensor) -> Tensor:
 
 def build_envelope(entry: Any, sample_rate: int | None) -> BandEnergy | None:
     """The envelope of a model config's ``envelope`` entry (``None`` without one)."""
-    if entry is None:
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), dict):
-        raise ValueError("model config: 'envelope' must be {'name': str, 'kwargs': {...}}")
-    if sample_rate is None:
-        raise ValueError("model config: an 'envelope' is side information of audio models only")
-    kwargs = dict(entry.get("kwargs", {}))
-    if "sample_rate" in kwargs:
-        raise ValueError("model config: the envelope's sample rate is the model's")
-    return ENVELOPES.get(entry["name"], sample_rate=int(sample_rate), **kwargs)
-
+    return ENVELOPES.from_entry(entry, sample_rate)

@@ -162,14 +162,15 @@ class FormantPostfilter:
         count = -(-t // hop) + 1
         padded = torch.nn.functional.pad(flat, (hi, count * hop + frame - t))  # hi samples of silent past
         out = torch.zeros_like(flat)
-        weight = torch.zeros(t, dtype=flat.dtype, device=flat.device)
         window = torch.hann_window(frame, dtype=flat.dtype, device=flat.device)
-        starts = torch.arange(count, device=flat.device) * hop
+        index = (torch.arange(count, device=flat.device)[:, None] * hop + torch.arange(frame, device=flat.device)).reshape(-1)
+        keep = index < t  # the frames' samples inside the signal
+        weight = torch.zeros(t, dtype=flat.dtype, device=flat.device).index_add_(0, index[keep], window.repeat(count)[keep])
         span = hi - lo + frame  # the past a frame's lags reach, and the frame
+        n = 1 << (span + frame - 1).bit_length()  # FFT size of the correlations
         for row in range(flat.shape[0]):
             seg = padded[row, hi:].unfold(0, frame, hop)[:count]  # (N, frame)
             past = padded[row].unfold(0, span, hop)[:count]  # (N, span): samples [s - hi, s - lo + frame)
-            n = 1 << (span + frame - 1).bit_length()
             xcorr = torch.fft.irfft(torch.fft.rfft(past, n) * torch.fft.rfft(seg, n).conj(), n)[:, : hi - lo + 1]
             run = torch.nn.functional.pad(past.square().cumsum(-1), (1, 0))
             energy = run[:, frame:] - run[:, :-frame]  # (N, hi - lo + 1): the energy of each lag's window
@@ -190,24 +191,11 @@ class FormantPostfilter:
             g = torch.where(c > self.pitch_threshold, self.pitch_gain * c.clamp(max=1.0), torch.zeros_like(c))
             lagged = past.gather(1, at[:, None] + torch.arange(frame, device=flat.device))  # x[s - L : s - L + frame]
             frames = (seg + g[:, None] * lagged) / (1 + g[:, None]) * window
-            index = (starts[:, None] + torch.arange(frame, device=flat.device)).reshape(-1)
-            keep = index < t
             out[row].index_add_(0, index[keep], frames.reshape(-1)[keep])
-            if row == 0:
-                weight.index_add_(0, index[keep], window.repeat(count)[keep])
         covered = weight > 1e-3
         return torch.where(covered, out / weight.clamp_min(1e-3), flat)
 
 
 def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | None:
     """The postfilter of a model config's ``postfilter`` entry (``None`` without one)."""
-    if entry is None:
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), dict):
-        raise ValueError("model config: 'postfilter' must be {'name': str, 'kwargs': {...}}")
-    if sample_rate is None:
-        raise ValueError("model config: a 'postfilter' filters audio models' output only")
-    kwargs = dict(entry.get("kwargs", {}))
-    if "sample_rate" in kwargs:
-        raise ValueError("model config: the postfilter's sample rate is the model's")
-    return POSTFILTERS.get(entry["name"], sample_rate=int(sample_rate), **kwargs)
+    return POSTFILTERS.from_entry(entry, sample_rate)

@@ -47,6 +47,21 @@ class Registry(Generic[T]):
             ) from None
         return fn(**kwargs)
 
+    def from_entry(self, entry: Any, sample_rate: int | None) -> T | None:
+        """The component of a model config's entry ``{"name": str, "kwargs": {...}}`` (``None``
+        without one), built at the model's ``sample_rate`` (audio components only: an image
+        model, ``sample_rate=None``, cannot have one)."""
+        if entry is None:
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("kwargs", {}), dict):
+            raise ValueError(f"model config: '{self.kind}' must be {{'name': str, 'kwargs': {{...}}}}")
+        if sample_rate is None:
+            raise ValueError(f"model config: an '{self.kind}' entry belongs to audio models only")
+        kwargs = dict(entry.get("kwargs", {}))
+        if "sample_rate" in kwargs:
+            raise ValueError(f"model config: the {self.kind}'s sample rate is the model's")
+        return self.get(entry["name"], sample_rate=int(sample_rate), **kwargs)
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._entries)
