@@ -42,15 +42,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import shutil  # noqa: E402
 from functools import partial  # noqa: E402
 
 from codec.envelope import BandEnergy, ContextBandEnergy  # noqa: E402
 from codec.entropy import FrequencyTable, packed_bits  # noqa: E402
-from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.hub import BUNDLED_DIR  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from scripts.bundle_model import signals  # noqa: E402
-from scripts.remeasure_model import CARD, load_published, reload_unchanged  # noqa: E402
+from scripts.remeasure_model import load_published, publish_copy, reload_unchanged  # noqa: E402
 
 
 def fit_points(model: Codec, count: int) -> list[str]:
@@ -94,28 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
     folder, model, published, before = load_published(args.weights_dir, args.name)
     if model.modality != "audio":
         raise SystemExit(f"{args.name}: band energies are side information of audio models")
-    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
-    staging = None
-    if args.publish_as:
-        if args.publish_as in index["models"] or (args.weights_dir / args.publish_as).exists():
-            raise SystemExit(f"{args.publish_as} is already published: a published name never changes")
-        staging = args.weights_dir / f".{args.publish_as}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(folder, staging)
-        folder, model = staging, Codec.load(staging)
-        if model.config is not None:
-            model.config["name"] = args.publish_as  # the files it writes name the new model
-    try:
+    if not args.publish_as:
         summary = _fit(args, folder, model, published, before)
-        if staging is not None:
-            card = (staging / CARD).read_text().replace(f"# {args.name}\n", f"# {args.publish_as}\n", 1)
-            (staging / CARD).write_text(card)
-            staging.rename(args.weights_dir / args.publish_as)
-            index["models"][args.publish_as] = {**published, "description": args.description or f"{args.name} with a refitted envelope"}
-            (args.weights_dir / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        description = args.description or f"{args.name} with a refitted envelope"
+        with publish_copy(args.weights_dir, args.name, args.publish_as, published, description) as staging:
+            model = Codec.load(staging)
+            if model.config is not None:
+                model.config["name"] = args.publish_as  # the files it writes name the new model
+            summary = _fit(args, staging, model, published, before)
     print(json.dumps(summary, indent=1))
     return summary
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.hub import BUNDLED_DIR  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from codec.postfilter import FormantPostfilter  # noqa: E402
-from scripts.remeasure_model import CARD, SECTION, load_published, reload_unchanged  # noqa: E402
+from scripts.remeasure_model import CARD, SECTION, load_published, publish_copy, reload_unchanged  # noqa: E402
 
 
 def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
@@ -67,23 +66,18 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{args.name}: a postfilter filters audio models' output")
     if model.postfilter is not None:
         raise SystemExit(f"{args.name} already has a postfilter")
-    index = json.loads((args.weights_dir / INDEX_FILE).read_text())
-    if args.publish_as in index["models"] or (args.weights_dir / args.publish_as).exists():
-        raise SystemExit(f"{args.publish_as} is already published: a published name never changes")
     try:
         postfilter = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
                                        strength=args.strength, pitch_gain=args.pitch_gain)
     except ValueError as err:
         raise SystemExit(f"postfilter: {err}") from None
-    staging = args.weights_dir / f".{args.publish_as}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(folder, staging)
-    try:
+    description = args.description or f"{args.name} with a decoder postfilter"
+    with publish_copy(args.weights_dir, args.name, args.publish_as, published, description) as staging:
         config = json.loads((staging / CONFIG_FILE).read_text())
         config["name"] = args.publish_as  # the files it writes name the new model
         config["postfilter"] = postfilter.config()
         (staging / CONFIG_FILE).write_text(config_text(config))
-        card = (staging / CARD).read_text().replace(f"# {args.name}\n", f"# {args.publish_as}\n", 1)
+        card = (staging / CARD).read_text()
         at = card.find(SECTION)
         if at < 0:
             raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
@@ -92,12 +86,6 @@ def main(argv: list[str] | None = None) -> dict:
         loaded = reload_unchanged(staging, published, before)
         if loaded.postfilter is None or loaded.name != args.publish_as:
             raise SystemExit(f"{staging}: the postfilter or the name did not load")
-        staging.rename(args.weights_dir / args.publish_as)
-        index["models"][args.publish_as] = {**published,
-                                            "description": args.description or f"{args.name} with a decoder postfilter"}
-        (args.weights_dir / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     summary = {"model": args.publish_as, "from": args.name, "postfilter": postfilter.config()}
     print(json.dumps(summary, indent=1))
     return summary

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,31 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
     if after != before or loaded.weights_sha256() != published["sha256"]:
         raise SystemExit(f"{folder}: the published weights or tables changed")
     return loaded
+
+
+@contextmanager
+def publish_copy(weights_dir: Path, source: str, new: str, published: dict, description: str) -> Iterator[Path]:
+    """Publish a copy of the model ``source`` as ``new``: yields a staging copy of its folder (its
+    card titled ``new``) to change; when the block ends without an error the copy becomes
+    ``weights_dir / new`` and ``index.json`` gets an entry with ``published``'s hashes and
+    ``description``. A published name is refused (it never changes); on an error nothing is left."""
+    index = json.loads((weights_dir / INDEX_FILE).read_text())
+    if new in index["models"] or (weights_dir / new).exists():
+        raise SystemExit(f"{new} is already published: a published name never changes")
+    staging = weights_dir / f".{new}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(weights_dir / source, staging)
+    try:
+        card = (staging / CARD).read_text().replace(f"# {source}\n", f"# {new}\n", 1)
+        (staging / CARD).write_text(card)
+        yield staging
+        staging.rename(weights_dir / new)
+        index["models"][new] = {**published, "description": description}
+        tmp = weights_dir / (INDEX_FILE + ".tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        tmp.replace(weights_dir / INDEX_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def speech_clips(model: Codec, val: Path, limit: int) -> list[torch.Tensor]:

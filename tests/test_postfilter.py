@@ -14,6 +14,7 @@ from codec.bitstream import read_container
 from codec.hub import file_sha256
 from codec.model import Codec
 from codec.postfilter import FormantPostfilter, build_postfilter, levinson
+from tests.published import tiny_audio_codec, tiny_published_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -109,12 +110,8 @@ def test_build_postfilter_refuses_malformed_entries():
             FormantPostfilter(24000, **kwargs)
 
 
-def tiny_audio_codec(postfilter: dict | None) -> Codec:
-    torch.manual_seed(0)
-    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
-                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans", quantizer_dropout=0.0))
-    model.train()(torch.rand(2, 1, 6000) * 2 - 1)
-    model.eval()
+def codec_with_postfilter(postfilter: dict | None) -> Codec:
+    model = tiny_audio_codec()
     if postfilter is not None:
         model.config["postfilter"] = postfilter
         model.postfilter = build_postfilter(postfilter, model.sample_rate)
@@ -122,8 +119,8 @@ def tiny_audio_codec(postfilter: dict | None) -> Codec:
 
 
 def test_the_decoder_applies_it_and_files_do_not_change(tmp_path):
-    plain = tiny_audio_codec(None)
-    model = tiny_audio_codec({"name": "formant", "kwargs": {"strength": 0.5}})
+    plain = codec_with_postfilter(None)
+    model = codec_with_postfilter({"name": "formant", "kwargs": {"strength": 0.5}})
     assert model.weights_sha256() == plain.weights_sha256()
     x = ar_signal(1.0)[None, None]
     data = model.compress(x, "n3")
@@ -143,13 +140,8 @@ def test_the_decoder_applies_it_and_files_do_not_change(tmp_path):
 
 def test_publish_postfilter_makes_a_new_model_and_leaves_the_source(tmp_path):
     from scripts.publish_postfilter import main
-    from tests.test_scripts import tiny_published_model
 
-    model, weights = tiny_published_model(tmp_path, "audio-t1")
-    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\ntable\n")
-    entry = {"sha256": model.weights_sha256(), "entropy_sha256": file_sha256(weights / "audio-t1" / "entropy.safetensors"),
-             "modality": "audio", "description": ""}
-    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": entry}}))
+    model, weights, entry = tiny_published_model(tmp_path, "audio-t1", "# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\ntable\n")
     source = {f: file_sha256(weights / "audio-t1" / f) for f in ("model.safetensors", "entropy.safetensors", "config.json")}
     args = ["audio-t1", "--publish-as", "audio-t2", "--strength", "0.75", "--weights-dir", str(weights)]
 

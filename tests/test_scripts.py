@@ -11,32 +11,16 @@ import torch
 
 from codec.hub import file_sha256 as _digest
 from codec.model import Codec
+from tests.published import tiny_published_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def tiny_published_model(tmp_path, name):
-    """A small trained audio codec saved as ``<tmp_path>/weights/<name>`` (no index or card yet)."""
-    torch.manual_seed(0)
-    model = Codec.build("audio-seanet", "rvq", network_kwargs=dict(channels=4, strides=[2, 4, 5, 8], latent_dim=8),
-                        quantizer_kwargs=dict(codebook_size=16, num_levels=3, init="kmeans", quantizer_dropout=0.0))
-    model.train()(torch.rand(2, 1, 6000) * 2 - 1)
-    model.eval()
-    t = torch.arange(24000 * 2) / 24000
-    model.fit_entropy_tables([(0.4 * torch.sin(2 * torch.pi * f * t)).reshape(1, 1, -1) for f in (150, 600)])
-    weights = tmp_path / "weights"
-    model.save(weights / name, name=name)
-    return model, weights
-
-
 def test_remeasure_sets_the_beam_and_rates_without_touching_weights_or_tables(tmp_path):
     from scripts.remeasure_model import main
 
-    model, weights = tiny_published_model(tmp_path, "audio-t1")
-    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\nold\n")
-    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": {
-        "sha256": model.weights_sha256(), "modality": "audio", "description": ""}}}))
+    model, weights, _ = tiny_published_model(tmp_path, "audio-t1", "# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\nold\n")
     val = tmp_path / "val"
     val.mkdir()
     rng = np.random.default_rng(0)
@@ -82,11 +66,7 @@ def test_fit_envelope_publishes_context_coded_energies_under_a_new_name(tmp_path
     from codec.envelope import ContextBandEnergy
     from scripts.fit_envelope import main
 
-    model, weights = tiny_published_model(tmp_path, "audio-t1")
-    (weights / "audio-t1" / "MODEL_CARD.md").write_text("# audio-t1\n\n## Training\n\nby hand\n")
-    entry = {"sha256": model.weights_sha256(), "entropy_sha256": _digest(weights / "audio-t1" / "entropy.safetensors"),
-             "modality": "audio", "description": ""}
-    (weights / "index.json").write_text(json.dumps({"default": {}, "models": {"audio-t1": entry}}))
+    model, weights, entry = tiny_published_model(tmp_path, "audio-t1", "# audio-t1\n\n## Training\n\nby hand\n")
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
