@@ -57,6 +57,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v3"),
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
+    # audio-v9: audio-v7 with the formant postfilter and its long-term (pitch) stage (music: with it, as decoded by default)
+    **speech_evals("audio-v9"), "audio-v9-music": music_eval("audio-v9"),
     # audio-v8: audio-v7 with a decoder-side formant postfilter (music: with it, as decoded by default)
     **speech_evals("audio-v8"), "audio-v8-music": music_eval("audio-v8"),
     # audio-v7: audio-v5 with context-coded band energies, chosen rate-distortion-optimally by the encoder
