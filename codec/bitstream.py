@@ -1,9 +1,9 @@
 """The ``.vqc`` container: magic, version, a compact header, payload chunks, one checksum.
 
-Layout of version 3 (the one written)::
+Layout of versions 3 and 4 (4 is the one written)::
 
     magic      4 bytes   b"\\x89VQC"  (the high byte catches 7-bit transfers, as in PNG)
-    version    1 byte    3
+    version    1 byte    4
     header     varint length, then that many bytes: the header object as a binary record
                (:func:`encode_record`)
     chunks     varint count, then per chunk: varint length, the bytes
@@ -12,10 +12,14 @@ Layout of version 3 (the one written)::
 Varints are unsigned LEB128 (at most 5 bytes for lengths and counts); u32 is little-endian.
 The record codes each field as one byte (a key's index in :data:`RECORD_KEYS` and a value type)
 and a compact value: unsigned varints, strings from :data:`RECORD_SYMBOLS` as one index,
-lowercase hex strings as their bytes. Both tables are part of the format. A typical audio
-header with its source record takes ~75 bytes, and the whole framing of a file ~90; version 2
-spent ~170 on the same file, which is 0.4 kbps of a 3.5 s clip (1 kbps is 125 bytes a second),
-a third of a 1.2 kbps file.
+lowercase hex strings as their bytes. Both tables are part of the format. Version 4 is version 3
+with one more symbol (``"band-energy-context"``, the name of the bundled audio models' side
+information) and headers the codec writes without the fields a reader can infer (the codec's
+:func:`codec.model.complete_header`: the payload coding when it is ``"range"``, the tiling when
+the signal is one tile, 8 hex digits of the weights' hash instead of 16): a real audio header
+with its source record takes ~40 bytes, and the whole framing of a file ~50. Every byte counts at
+low rates: 1 kbps is 125 bytes a second, so the ~35 bytes version 4 saves over version 3 are
+0.08 kbps of a 3.5 s clip, 7 % of a 1.2 kbps file; version 2 spent ~170 bytes on the same file.
 
 Versions 1 and 2 are still read. They framed the header as JSON (v2: raw-DEFLATE compressed
 with the preset dictionary :data:`HEADER_DICTIONARY`; v1: plain, with u32 lengths) followed by
@@ -41,8 +45,8 @@ __all__ = ["BitstreamError", "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "write_
            "encode_record", "decode_record"]
 
 MAGIC = b"\x89VQC"
-FORMAT_VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READ_VERSIONS = (1, 2, 3, 4)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 31
@@ -58,20 +62,23 @@ HEADER_DICTIONARY = (
     b'"model":{"name":"image-v1","name":"audio-v1","sha256":"'
 )
 
-#: Field names a version-3 record codes by index (part of the format: append only, in a new version).
+#: Field names a record (versions 3 and 4) codes by index (part of the format: append only, in a new version).
 RECORD_KEYS = (
     "modality", "model", "name", "sha256", "rate_point", "shape", "coding", "tiles", "size", "overlap",
     "envelope", "sample_rate", "source", "channels", "frames", "format", "subtype", "mode", "bit_depth",
 )
-#: String values a version-3 record codes by index (part of the format, like :data:`RECORD_KEYS`).
+#: String values a record codes by index (part of the format, like :data:`RECORD_KEYS`): version 3
+#: knows the first 32, version 4 all of them.
 RECORD_SYMBOLS = (
     "audio", "image", "range", "packed", "band-energy",
     "WAV", "FLAC", "OGG", "MP3", "AIFF", "RAW", "PCM_16", "PCM_24", "PCM_32", "PCM_U8", "PCM_S8", "FLOAT", "DOUBLE",
     "VORBIS", "OPUS", "MPEG_LAYER_III", "ALAW", "ULAW",
     "RGB", "L", "PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM",
+    # version 4
+    "band-energy-context",
 )
+_SYMBOL_COUNT = {3: 32, 4: len(RECORD_SYMBOLS)}  # the symbols each record version knows
 _KEY_INDEX = {k: i for i, k in enumerate(RECORD_KEYS)}
-_SYMBOL_INDEX = {v: i for i, v in enumerate(RECORD_SYMBOLS)}
 _LITERAL_KEY = 31  # the key byte's index that says the key's name follows as a string
 # value types (the low 3 bits of a field's byte)
 _UINT, _SYMBOL, _STR, _UINTS, _OBJECT, _HEX, _LIST, _OTHER = range(8)
@@ -82,8 +89,8 @@ MAX_RECORD_DEPTH = 16
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-def encode_record(value: dict[str, Any]) -> bytes:
-    """A JSON-able object -> its compact binary record (the version-3 header).
+def encode_record(value: dict[str, Any], version: int = FORMAT_VERSION) -> bytes:
+    """A JSON-able object -> its compact binary record (the header of versions 3 and 4).
 
     An object is a varint field count, then per field (sorted by name) one byte ``key << 3 | type`` (key: the
     name's index in :data:`RECORD_KEYS`, or 31 and the name as a string after the byte) and the
@@ -92,23 +99,26 @@ def encode_record(value: dict[str, Any]) -> bytes:
     varints); 4 object; 5 lowercase hex string of even length (varint byte count, the bytes);
     6 list (varint count, then per item a type byte and its value); 7 one more byte: false, true,
     null, a negative integer (varint of ``-1 - n``) or a float (IEEE 754 double). Round trips
-    exactly, booleans and the distinction between ``1`` and ``1.0`` included.
+    exactly, booleans and the distinction between ``1`` and ``1.0`` included. ``version``: which
+    symbols it may use (3: the first 32 of :data:`RECORD_SYMBOLS`).
     """
     if not isinstance(value, dict):
         raise ValueError("a header record is an object")
+    if version not in _SYMBOL_COUNT:
+        raise ValueError(f"records are versions 3 and 4, not {version}")
     out = bytearray()
-    _object(out, value, 0)
+    _object(out, value, 0, {v: i for i, v in enumerate(RECORD_SYMBOLS[: _SYMBOL_COUNT[version]])})
     return bytes(out)
 
 
-def _object(out: bytearray, obj: dict[str, Any], depth: int) -> None:
+def _object(out: bytearray, obj: dict[str, Any], depth: int, symbols: dict[str, int]) -> None:
     if depth > MAX_RECORD_DEPTH:
         raise ValueError(f"header nests deeper than {MAX_RECORD_DEPTH}")
     if not all(isinstance(key, str) for key in obj):
         raise ValueError(f"header keys are strings, not {next(k for k in obj if not isinstance(k, str))!r}")
     out += _varint(len(obj))
     for key, item in sorted(obj.items()):  # canonical: the same object always gives the same bytes
-        kind, payload = _value(item, depth)
+        kind, payload = _value(item, depth, symbols)
         index = _KEY_INDEX.get(key)
         if index is None:
             out.append(_LITERAL_KEY << 3 | kind)
@@ -127,7 +137,7 @@ def _is_uint(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _value(v: Any, depth: int) -> tuple[int, bytes]:
+def _value(v: Any, depth: int, symbols: dict[str, int]) -> tuple[int, bytes]:
     out = bytearray()
     if isinstance(v, bool):
         return _OTHER, bytes([_TRUE if v else _FALSE])
@@ -140,8 +150,8 @@ def _value(v: Any, depth: int) -> tuple[int, bytes]:
             raise ValueError("header numbers must be finite")
         return _OTHER, bytes([_FLOAT]) + _F64.pack(v)
     if isinstance(v, str):
-        if v in _SYMBOL_INDEX:
-            return _SYMBOL, _varint(_SYMBOL_INDEX[v])
+        if v in symbols:
+            return _SYMBOL, _varint(symbols[v])
         if v and len(v) % 2 == 0 and set(v) <= _HEX_DIGITS:
             raw = bytes.fromhex(v)
             return _HEX, _varint(len(raw)) + raw
@@ -154,19 +164,22 @@ def _value(v: Any, depth: int) -> tuple[int, bytes]:
                 out += _varint(x)
             return _UINTS, bytes(out)
         for x in v:
-            kind, payload = _value(x, depth + 1)
+            kind, payload = _value(x, depth + 1, symbols)
             out.append(kind)
             out += payload
         return _LIST, bytes(out)
     if isinstance(v, dict):
-        _object(out, v, depth + 1)
+        _object(out, v, depth + 1, symbols)
         return _OBJECT, bytes(out)
     raise ValueError(f"a header holds JSON values, not {type(v).__name__}")
 
 
-def decode_record(data: bytes) -> dict[str, Any]:
-    """The object of a binary record (:func:`encode_record`); :class:`BitstreamError` if malformed."""
-    r = _Reader(data, 3)
+def decode_record(data: bytes, version: int = FORMAT_VERSION) -> dict[str, Any]:
+    """The object of a binary record (:func:`encode_record`) of ``version`` (3 or 4);
+    :class:`BitstreamError` if malformed."""
+    if version not in _SYMBOL_COUNT:
+        raise ValueError(f"records are versions 3 and 4, not {version}")
+    r = _Reader(data, version)
     obj = _read_object(r, 0)
     if r.pos != len(r.data):
         raise BitstreamError("unreadable header (trailing bytes)")
@@ -217,7 +230,7 @@ def _read_value(r: "_Reader", kind: int, depth: int) -> Any:
         return _read_uint(r)
     if kind == _SYMBOL:
         index = _read_uint(r)
-        if index >= len(RECORD_SYMBOLS):
+        if index >= _SYMBOL_COUNT[r.version]:
             raise BitstreamError(f"unreadable header (unknown symbol {index})")
         return RECORD_SYMBOLS[index]
     if kind == _STR:
@@ -294,8 +307,8 @@ def write_container(header: dict[str, Any], chunks: Sequence[bytes], version: in
     """Serialise a header (JSON-able dict) and payload chunks into one ``.vqc`` byte string."""
     if version not in READ_VERSIONS:
         raise ValueError(f"cannot write .vqc version {version}")
-    if version == 3:
-        head = encode_record(header)
+    if version >= 3:
+        head = encode_record(header, version)
     else:
         head = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
     if len(head) > MAX_HEADER_BYTES:
@@ -364,7 +377,7 @@ def read_container(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     if version not in READ_VERSIONS:
         raise BitstreamError(f"unsupported .vqc version {version} (this build reads versions {', '.join(map(str, READ_VERSIONS))})")
     framed = version < 3
-    # version 3: the framing is read within the bytes before the final checksum
+    # versions 3 and 4: the framing is read within the bytes before the final checksum
     r = _Reader(data if framed else memoryview(data)[: max(5, len(data) - 4)], version)
     r.pos = 5
     n = r.size("header length")
@@ -375,7 +388,7 @@ def read_container(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
         raise BitstreamError("header checksum mismatch: the file is corrupt")
     count = r.size("chunk count")
     # each chunk needs at least 1 byte of framing (v2: 5, v1: 8): bound the count by what the file holds
-    if count > MAX_CHUNKS or count * {1: 8, 2: 5, 3: 1}[version] > len(r.data) - r.pos:
+    if count > MAX_CHUNKS or count * {1: 8, 2: 5}.get(version, 1) > len(r.data) - r.pos:
         raise BitstreamError(f"chunk count {count} does not fit the file")
     chunks = []
     for i in range(count):
@@ -391,7 +404,7 @@ def read_container(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
             raise BitstreamError("truncated file: the checksum needs 4 bytes")
         if _U32.unpack(bytes(data[r.pos : r.pos + 4]))[0] != _crc(bytes(data[: r.pos])):
             raise BitstreamError("checksum mismatch: the file is corrupt")
-        return decode_record(head), chunks
+        return decode_record(head, version), chunks
     if version == 2:
         head = _inflate(head)
     try:

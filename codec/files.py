@@ -40,7 +40,7 @@ from codec.io import (
     write_bytes,
     write_image,
 )
-from codec.model import Codec, Compressed, Tokens
+from codec.model import Codec, Compressed, Tokens, complete_header
 from codec.tiling import StreamResampler
 
 __all__ = [
@@ -179,9 +179,10 @@ def compress_blocks(
 
 
 def read_vqc_header(data: bytes) -> dict[str, Any]:
-    """The validated container header of a ``.vqc`` file (no model needed)."""
+    """The validated container header of a ``.vqc`` file (no model needed), with the fields a
+    writer may leave out filled in (:func:`codec.model.complete_header`)."""
     header, _ = read_container(data)
-    return header
+    return complete_header(header)
 
 
 def model_for(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> Codec:

@@ -63,9 +63,10 @@ MAX_AUDIO_ELEMENTS = 1 << 32  # samples x channels in one .vqc file (~49 h of 24
 MAX_IMAGE_ELEMENTS = 3 * (1 << 28)  # pixels x channels (a 268-megapixel RGB image)
 MAX_TILE = 1 << 24  # samples or pixels per axis of one tile
 MAX_CONFIG_BYTES = 1 << 20
-#: hex digits of the weights' SHA-256 a file's header names its model by (64 bits: enough to
-#: refuse other weights; version-1/2 files carry all 64 digits, and any prefix this long is checked)
-HEADER_HASH_CHARS = 16
+#: hex digits of the weights' SHA-256 a file's header names its model by (32 bits: enough to
+#: refuse other weights by mistake; version-3 files carry 16 digits, version-1/2 files all 64, and
+#: any prefix this long is checked)
+HEADER_HASH_CHARS = 8
 
 _UNITS = {"bps": ("kbps", 1e-3), "kbps": ("kbps", 1.0), "bpp": ("bpp", 1.0)}
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(bps|kbps|bpp)\s*$", re.IGNORECASE)
@@ -245,6 +246,36 @@ class ParsedFile:
     contexts: list[ColumnContexts | None] | None = None
     #: one band-energy chunk per tile when the file carries them (:mod:`codec.envelope`)
     envelope_chunks: list[bytes] | None = None
+
+
+def _implied_tiles(shape: Any) -> dict[str, list[int]] | None:
+    """The tiling a header without ``tiles`` implies: one tile of the whole signal, no overlap
+    (``None`` for a shape that is not ``[1, C, *spatial]`` of integers)."""
+    if not (isinstance(shape, list) and len(shape) >= 3 and _ints(shape)):
+        return None
+    return {"size": list(shape[2:]), "overlap": [0] * (len(shape) - 2)}
+
+
+def compact_header(header: Mapping[str, Any]) -> dict[str, Any]:
+    """A file header without the fields :func:`complete_header` restores: ``coding`` when it is
+    ``"range"`` and ``tiles`` when the signal is one tile without overlap (``.vqc`` version 4)."""
+    out = dict(header)
+    if out.get("coding") == "range":
+        del out["coding"]
+    if "tiles" in out and out["tiles"] == _implied_tiles(out.get("shape")):
+        del out["tiles"]
+    return out
+
+
+def complete_header(header: Mapping[str, Any]) -> dict[str, Any]:
+    """A file header with the fields a writer may leave out (:func:`compact_header`) filled in:
+    ``coding`` ``"range"``; ``tiles`` one tile of the whole signal. Files of versions 1-3 carry
+    both, and come back unchanged."""
+    out = dict(header)
+    out.setdefault("coding", "range")
+    if "tiles" not in out and (tiles := _implied_tiles(out.get("shape"))) is not None:
+        out["tiles"] = tiles
+    return out
 
 
 def _ints(values: list[Any]) -> bool:
@@ -1273,7 +1304,7 @@ class Codec(nn.Module):
             header["sample_rate"] = int(self.sample_rate)
         if metadata:
             header["source"] = dict(metadata)
-        return write_container(header, chunks)
+        return write_container(compact_header(header), chunks)
 
     def _use_envelope(self, envelope: bool | None) -> bool:
         if envelope is None:
@@ -1305,6 +1336,7 @@ class Codec(nn.Module):
     def read_header(self, data: bytes) -> "ParsedFile":
         """Parse and validate a ``.vqc`` file against this model without decoding it."""
         header, chunks = read_container(data)
+        header = complete_header(header)
         expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": str, "shape": list, "tiles": dict}
         for name, kind in expected_types.items():
             if not isinstance(header.get(name), kind):

@@ -19,10 +19,12 @@ from codec.bitstream import (
     write_container,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "container_v3.vqc"
+GOLDEN = Path(__file__).parent / "golden" / "container_v4.vqc"
+GOLDEN_V3 = Path(__file__).parent / "golden" / "container_v3.vqc"
 GOLDEN_V2 = Path(__file__).parent / "golden" / "container_v2.vqc"
 GOLDEN_V1 = Path(__file__).parent / "golden" / "container_v1.vqc"
-GOLDEN_HEADER = {"modality": "audio", "rate": "n2", "shape": [1, 2, 100]}
+GOLDEN_HEADER = {"modality": "audio", "rate": "n2", "shape": [1, 2, 100]}  # of versions 1-3
+GOLDEN_HEADER_V4 = {"envelope": "band-energy-context", **GOLDEN_HEADER}
 GOLDEN_CHUNKS = [b"hello", b"", bytes(range(10))]
 
 
@@ -40,18 +42,21 @@ def _frame(head: bytes, tail: bytes = b"\x00") -> bytes:
 def test_golden_file_pins_the_format():
     # A change here is a format change: bump FORMAT_VERSION and add a new golden file.
     data = GOLDEN.read_bytes()
-    assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS) == data
-    assert read_container(data) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
-    assert data[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x03"
-    # the record, spelled out: 3 fields; modality (key 0) = symbol 0 "audio"; a literal key
-    # (31) "rate" = the string "n2"; shape (key 5) = unsigned integers 1, 2, 100
-    record = bytes.fromhex("03 0100 fa0472617465 026e32 2b03010264")
+    assert write_container(GOLDEN_HEADER_V4, GOLDEN_CHUNKS) == data
+    assert read_container(data) == (GOLDEN_HEADER_V4, GOLDEN_CHUNKS)
+    assert data[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x04"
+    # the record, spelled out: 4 fields; envelope (key 10) = symbol 32 "band-energy-context" (new
+    # in version 4); modality (key 0) = symbol 0 "audio"; a literal key (31) "rate" = the string
+    # "n2"; shape (key 5) = unsigned integers 1, 2, 100
+    record = bytes.fromhex("04 5120 0100 fa0472617465 026e32 2b03010264")
     assert data[5:6 + len(record)] == bytes([len(record)]) + record
     # then 3 chunks with their lengths, and the CRC-32 of everything before it
     assert data[6 + len(record) :] == b"\x03\x05hello\x00\x0a" + bytes(range(10)) + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
-def test_versions_1_and_2_are_still_read():
+def test_versions_1_2_and_3_are_still_read():
+    assert read_container(GOLDEN_V3.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
+    assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS, version=3) == GOLDEN_V3.read_bytes()
     assert read_container(GOLDEN_V2.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
     assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS, version=2) == GOLDEN_V2.read_bytes()
     assert read_container(GOLDEN_V1.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
@@ -59,14 +64,33 @@ def test_versions_1_and_2_are_still_read():
 
 
 def test_the_header_is_compact():
-    # the header of a real file: a 3.5 s speech clip coded by audio-v3 with band energies
-    header = {"coding": "range", "envelope": "band-energy", "modality": "audio",
-              "model": {"name": "audio-v3", "sha256": "e11d21fd0af7e587"}, "rate_point": "k1024-n1", "sample_rate": 24000,
+    # the header of a real file: a 3.5 s speech clip coded by audio-v9 with band energies
+    header = {"coding": "range", "envelope": "band-energy-context", "modality": "audio",
+              "model": {"name": "audio-v9", "sha256": "08a0305d888964a7"}, "rate_point": "k1024-n1", "sample_rate": 24000,
               "shape": [1, 1, 83871], "tiles": {"overlap": [0], "size": [83871]},
               "source": {"channels": 1, "format": "OGG", "frames": 77056, "sample_rate": 22050, "subtype": "VORBIS"}}
-    v1, v2, v3 = (write_container(header, [b""], version=v) for v in (1, 2, 3))
-    assert len(v3) < 90 < 120 < len(v2) < 330 < len(v1)
-    assert read_container(v3) == read_container(v2) == read_container(v1) == (header, [b""])
+    v1, v2, v3, v4 = (write_container(header, [b""], version=v) for v in (1, 2, 3, 4))
+    assert len(v4) == len(v3) - 19 == 88 and 120 < len(v2) < 330 < len(v1)  # the envelope's name: one symbol
+    assert read_container(v4) == read_container(v3) == read_container(v2) == read_container(v1) == (header, [b""])
+    # as the codec writes it in version 4 (codec.model.compact_header, an 8-digit hash): 60 bytes
+    # of header and 72 in all, where version 3 took 107 (0.08 kbps of this clip)
+    from codec.model import compact_header, complete_header
+
+    short = compact_header({**header, "model": {**header["model"], "sha256": "08a0305d"}})
+    assert set(header) - set(short) == {"coding", "tiles"}
+    assert complete_header(short) == {**header, "model": short["model"]}
+    assert len(encode_record(short)) == 60 and len(write_container(short, [b""])) == 72
+
+
+def test_version_3_records_know_only_their_symbols():
+    value = {"envelope": "band-energy-context"}
+    assert len(encode_record(value, 3)) == len(encode_record(value, 4)) + 19  # a plain string in version 3
+    assert decode_record(encode_record(value, 3), 3) == decode_record(encode_record(value, 4), 4) == value
+    with pytest.raises(BitstreamError, match="unknown symbol"):
+        decode_record(encode_record(value, 4), 3)
+    for bad in (2, 5):
+        with pytest.raises(ValueError, match="versions 3 and 4"):
+            encode_record(value, bad)
 
 
 @pytest.mark.parametrize("value", [
@@ -117,7 +141,7 @@ def test_round_trip_with_many_chunks():
     [
         (lambda d: b"RIFF" + d[4:], "bad magic"),
         (lambda d: b"", "bad magic"),
-        (lambda d: d[:4] + bytes([4]) + d[5:], "unsupported .vqc version 4"),
+        (lambda d: d[:4] + bytes([5]) + d[5:], "unsupported .vqc version 5"),
         (lambda d: d[:10], "truncated|checksum"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d + b"\x00", "unexpected bytes"),
@@ -128,7 +152,7 @@ def test_round_trip_with_many_chunks():
         (lambda d: d[:-10] + bytes([d[-10] ^ 4]) + d[-9:], "checksum"),
     ],
 )
-@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V2])
+@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V3, GOLDEN_V2])
 def test_bad_files_fail_with_a_clear_error(golden, mutate, match):
     data = golden.read_bytes()
     with pytest.raises(BitstreamError, match=match):
@@ -182,7 +206,7 @@ def test_a_header_bomb_is_refused_in_bounded_memory():
         read_container(data)
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_random_corruptions_never_crash_or_pass_silently(version):
     good = write_container({"k": list(range(20)), "s": "text"}, [bytes(range(200)), b"x" * 300], version=version)
     rng = np.random.default_rng(0)

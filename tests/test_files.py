@@ -11,17 +11,17 @@ from PIL import Image
 import codec
 from codec.bitstream import BitstreamError, write_container
 from codec.entropy import decode_tile
-from codec.files import compress_file, decompress_file, tokenize_file
+from codec.files import compress_file, decompress_file, read_vqc_header, tokenize_file
 from codec.hub import ModelNotFound, list_models
 from codec.io import InputError
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_codec_golden_file_decodes_to_pinned_codes(version):
     # A change here is a format change: bump the .vqc version and add new golden files
-    # (tests/golden/make_codec_golden.py, make_v3_golden.py), keeping the old ones decodable.
+    # (tests/golden/make_codec_golden.py, make_v3_golden.py, make_v4_golden.py), keeping the old ones decodable.
     model = codec.load_model(GOLDEN / "tiny_audio_model")
     data = (GOLDEN / f"codec_v{version}.vqc").read_bytes()
     assert data[:5] == b"\x89VQC" + bytes([version])
@@ -58,15 +58,34 @@ def test_files_are_written_in_the_current_container_with_a_short_weights_hash():
     t = torch.arange(44100) / 44100
     wav = torch.stack([torch.sin(2 * torch.pi * 330 * t), torch.sin(2 * torch.pi * 550 * t)]) * 0.4
     out = codec.compress_signal(wav, rate="max", model=model, sample_rate=44100, source={"format": "WAV", "subtype": "PCM_16"},
-                                tile=16000, overlap=1280)  # the input of codec_v2.vqc / codec_v3.vqc
-    assert out.data[4] == FORMAT_VERSION == 3
+                                tile=16000, overlap=1280)  # the input of codec_v2.vqc ... codec_v4.vqc
+    assert out.data[4] == FORMAT_VERSION == 4
     header, _ = read_container(out.data)
-    assert header == read_container((GOLDEN / "codec_v3.vqc").read_bytes())[0]
+    assert header == read_container((GOLDEN / "codec_v4.vqc").read_bytes())[0]
+    assert "coding" not in header and "tiles" in header  # range coding is implied; two tiles are not
     assert header["model"]["sha256"] == model.weights_sha256()[:HEADER_HASH_CHARS]
     for short in (model.weights_sha256()[: HEADER_HASH_CHARS - 1], "0" * HEADER_HASH_CHARS):
         bad = {**header, "model": {**header["model"], "sha256": short}}
         with pytest.raises(BitstreamError, match="another model"):
             model.read_header(write_container(bad, read_container(out.data)[1]))
+
+
+def test_a_one_tile_file_leaves_out_the_fields_a_reader_infers():
+    from codec.bitstream import read_container
+    from codec.model import complete_header
+
+    model = codec.load_model(GOLDEN / "tiny_audio_model")
+    wav = torch.sin(2 * torch.pi * 220 * torch.arange(12000) / 24000)[None] * 0.5
+    out = codec.compress_signal(wav, rate="n2", model=model, sample_rate=24000)
+    header, chunks = read_container(out.data)
+    assert "coding" not in header and "tiles" not in header and len(chunks) == 1
+    full = read_vqc_header(out.data)
+    assert full == complete_header(header) and full["coding"] == "range"
+    assert full["tiles"] == {"size": header["shape"][2:], "overlap": [0]}
+    # the same file with the fields spelled out (as version 3 wrote them) decodes the same way
+    spelled = write_container(full, chunks)
+    assert model.read_header(spelled).header == model.read_header(out.data).header == full
+    torch.testing.assert_close(codec.decompress(spelled, model=model)[0], codec.decompress(out.data, model=model)[0])
 
 
 @pytest.mark.parametrize("sample_rate,channels,frames", [(44100, 2, 44100), (8000, 1, 12345), (24000, 1, 1), (48000, 2, 30000)])
@@ -159,9 +178,9 @@ def test_modality_mismatch_and_missing_inputs(model_dirs, media, tmp_path, monke
     assert not (tmp_path / "x.vqc").exists()
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_golden_file_with_band_energies_still_decodes_to_the_same_steps(tmp_path, version):
-    # Band-energy chunks after each tile's codes (tests/golden/make_envelope_golden.py, make_v3_golden.py).
+    # Band-energy chunks after each tile's codes (tests/golden/make_envelope_golden.py, make_v3_golden.py, make_v4_golden.py).
     import sys
 
     from codec.bitstream import BitstreamError

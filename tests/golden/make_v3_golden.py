@@ -12,15 +12,13 @@ They decode to the codes and steps pinned by ``codec_v2_codes.npy`` and ``envelo
 from pathlib import Path
 
 from codec.bitstream import read_container, write_container
-from codec.model import HEADER_HASH_CHARS
-
 HERE = Path(__file__).parent
 
 
 def main() -> None:
     for name in ("codec", "envelope"):
         header, chunks = read_container((HERE / f"{name}_v2.vqc").read_bytes())
-        header["model"]["sha256"] = header["model"]["sha256"][:HEADER_HASH_CHARS]
+        header["model"]["sha256"] = header["model"]["sha256"][:16]  # version 3 wrote 16 hex digits
         (HERE / f"{name}_v3.vqc").write_bytes(write_container(header, chunks, version=3))
 
 

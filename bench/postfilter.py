@@ -1,0 +1,126 @@
+"""Decoder postfilter settings on validation speech: PESQ and STOI of each setting, paired.
+
+    python bench/postfilter.py --model audio-v7 --clips 24 --json bench/results/postfilter_cpu.json
+
+Validation clips (``data/audio/val/speech-*``, Czech and Dutch: not the English evaluation set,
+so that settings are not chosen on what they are reported on), ``--clips`` of them of at least
+2 s spread over the sorted list, each fed at its own sample rate (wide-band, scored with PESQ-wb)
+and resampled to 8 kHz (telephone, PESQ-nb), as ``vqcodec eval`` does. Each clip is compressed
+once per rate target and decoded once without a postfilter; every setting of ``--settings``
+(name=JSON keyword arguments of :class:`codec.postfilter.FormantPostfilter`; ``none`` is the
+decoder's own output) then filters that output at the model's rate before it is resampled to the
+clip's and scored. ``--music-seconds`` adds the validation music and drums (their first seconds).
+Rows: mean PESQ / STOI per setting, rate and band, and the mean per-clip change against the first
+setting with the number of clips it improves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from beam_search import write_result  # noqa: E402
+
+from codec.evaluate import audio_quality  # noqa: E402
+from codec.files import compress_signal  # noqa: E402
+from codec.hub import load_model  # noqa: E402
+from codec.io import read_audio  # noqa: E402
+from codec.nets.audio import resample  # noqa: E402
+from codec.postfilter import FormantPostfilter  # noqa: E402
+
+DEFAULT_SETTINGS = (
+    'formant={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5}',
+    'pitch0.25={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5, "pitch_gain": 0.25}',
+    'pitch0.4={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5, "pitch_gain": 0.4}',
+    'pitch0.5={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5, "pitch_gain": 0.5}',
+)
+
+
+def clips(folder: Path, count: int, min_seconds: float = 2.0) -> list[Path]:
+    """``count`` clips of at least ``min_seconds`` from the speech folders under ``folder``, spread."""
+    import soundfile as sf
+
+    files = sorted(p for p in folder.glob("speech-*/*") if p.is_file() and sf.info(str(p)).duration >= min_seconds)
+    if not files:
+        raise SystemExit(f"{folder}: no speech clips of at least {min_seconds:g} s (scripts/get_data.sh)")
+    return [files[int(i * len(files) / count)] for i in range(min(count, len(files)))]
+
+
+def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostfilter | None]:
+    """``name=JSON`` specs -> postfilters (``none``: no filter)."""
+    out: dict[str, FormantPostfilter | None] = {"none": None}
+    for spec in specs:
+        name, _, kwargs = spec.partition("=")
+        out[name] = FormantPostfilter(sample_rate, **json.loads(kwargs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="audio-v7", help="the model whose decoder output is filtered")
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--rates", default="1.2kbps,1.6kbps,2.4kbps,6kbps")
+    ap.add_argument("--settings", nargs="*", default=list(DEFAULT_SETTINGS), metavar="NAME=JSON")
+    ap.add_argument("--music-seconds", type=float, default=0.0, help="also the validation music and drums, cut to this")
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    model = load_model(args.model)
+    sr_model = int(model.sample_rate)
+    settings = parse_settings(args.settings, sr_model)
+    sets = {"speech-wb": [(p, None) for p in clips(args.data / "audio/val", args.clips)]}
+    sets["speech-nb"] = [(p, 8000) for p, _ in sets["speech-wb"]]
+    if args.music_seconds:
+        other = sorted(p for d in ("music-*", "drums-*") for p in (args.data / "audio/val").glob(f"{d}/*") if p.is_file())
+        sets["music"] = [(p, None) for p in other[:: max(1, len(other) // 6)]]
+    scores: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    for band, items in sets.items():
+        for path, rate_hz in items:
+            wav, meta = read_audio(path)
+            sr = meta["sample_rate"]
+            if rate_hz and rate_hz != sr:
+                wav, sr = resample(wav, sr, rate_hz).clamp(-1, 1), rate_hz
+            if band == "music":
+                wav = wav[..., : int(args.music_seconds * sr)]
+            ref = wav.float().mean(0).numpy()
+            for rate in args.rates.split(","):
+                out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
+                raw, _ = model.decompress(out.data, postfilter=False)  # (B=channels, 1, T) at the model's rate
+                for name, pf in settings.items():
+                    y = raw if pf is None else pf(raw)
+                    y = resample(y.reshape(-1, y.shape[-1]).mean(0), sr_model, sr)[: len(ref)]
+                    q = audio_quality(ref, y.numpy().astype(np.float32), sr)
+                    scores.setdefault((band, rate, name), []).append(q)
+            print(f"{band} {path.name}", flush=True)
+    rows = []
+    base = next(iter(settings))
+    for (band, rate, name), qs in scores.items():
+        ref = scores[(band, rate, base)]
+        dp = [a["pesq"] - b["pesq"] for a, b in zip(qs, ref)]
+        row = {"band": band, "rate": rate, "setting": name, "clips": len(qs),
+               "pesq": round(float(np.mean([q["pesq"] for q in qs])), 4),
+               "stoi": round(float(np.mean([q["stoi"] for q in qs])), 4),
+               "mel": round(float(np.mean([q["mel"] for q in qs])), 4),
+               f"pesq_vs_{base}": round(float(np.mean(dp)), 4), "clips_better": int(sum(d > 0 for d in dp))}
+        rows.append(row)
+        print(f"{band:9} {rate:8} {name:12} PESQ {row['pesq']:.3f} ({row[f'pesq_vs_{base}']:+.3f}, "
+              f"{row['clips_better']}/{len(qs)} better)  STOI {row['stoi']:.4f}  mel {row['mel']:.3f}")
+    write_result(args.json, args.model, f"{args.clips} validation speech clips", rows,
+                 settings={k: (v.config() if v else None) for k, v in settings.items()})
+
+
+if __name__ == "__main__":
+    main()
