@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.bitstream import BitstreamError, _frame, encode_record, read_container, write_container  # noqa: E402
+from codec.bitstream import FORMAT_VERSION, BitstreamError, _frame, encode_record, read_container, write_container  # noqa: E402
 from codec.files import decompress  # noqa: E402
 from codec.model import Codec  # noqa: E402
 
@@ -87,7 +87,7 @@ def _mutate_reframed(data: bytes, rng: np.random.Generator) -> bytes:
     header, chunks = read_container(data)
     choice = rng.random()
     if choice < 0.25:  # edit the header record's bytes: the record parser sees them
-        return _frame(3, _mutate_bytes(encode_record(header), rng), chunks)
+        return _frame(FORMAT_VERSION, _mutate_bytes(encode_record(header), rng), chunks)
     if choice < 0.6:  # edit the header's values, keep it valid JSON
         text = json.dumps(header)
         mutated = _mutate_bytes(text.encode(), rng)
