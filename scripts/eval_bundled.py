@@ -57,6 +57,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v3"),
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
+    # audio-v10: audio-v9 with the pitch stage's gain of G.729 (0.5 instead of 0.25)
+    **speech_evals("audio-v10"), "audio-v10-music": music_eval("audio-v10"),
     # audio-v9: audio-v7 with the formant postfilter and its long-term (pitch) stage (music: with it, as decoded by default)
     **speech_evals("audio-v9"), "audio-v9-music": music_eval("audio-v9"),
     # audio-v8: audio-v7 with a decoder-side formant postfilter (music: with it, as decoded by default)

@@ -190,3 +190,20 @@ def test_the_bundled_audio_v9_adds_the_pitch_stage_to_audio_v8s_filter():
     a, b = v9.compress_detailed(x, "1.6kbps"), v7.compress_detailed(x, "1.6kbps")
     assert read_container(a.data)[1] == read_container(b.data)[1]
     torch.testing.assert_close(v9.decompress(a.data, postfilter=False)[0], v7.decompress(b.data)[0])
+
+
+def test_the_bundled_audio_v10_is_audio_v9_with_g729s_pitch_gain():
+    from codec.hub import load_model
+
+    v7, v9, v10 = load_model("audio-v7"), load_model("audio-v9"), load_model("audio-v10")
+    assert v10.weights_sha256() == v7.weights_sha256() and v10.target_points == v7.target_points
+    assert v10.postfilter.pitch_gain == 0.5
+    assert {**v9.postfilter.config()["kwargs"], "pitch_gain": 0.5} == v10.postfilter.config()["kwargs"]
+    x = ar_signal(2.0)[None, None]
+    a, b = v10.compress_detailed(x, "1.2kbps"), v9.compress_detailed(x, "1.2kbps")
+    assert read_container(a.data)[1] == read_container(b.data)[1]  # the same codes; only the decoder's filter differs
+    raw = v10.decompress(a.data, postfilter=False)[0]
+    torch.testing.assert_close(raw, v9.decompress(b.data, postfilter=False)[0])
+    y10, y9 = v10.decompress(a.data)[0], v9.decompress(b.data)[0]
+    # the stronger comb moves the output further from the decoder's own
+    assert (y10 - raw).square().sum() > (y9 - raw).square().sum() > 0
