@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from beam_search import write_result  # noqa: E402
 
-from codec.evaluate import audio_quality  # noqa: E402
+from codec.evaluate import audio_files, audio_quality  # noqa: E402
 from codec.files import compress_signal  # noqa: E402
 from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
@@ -43,16 +43,6 @@ DEFAULT_SETTINGS = (
     'pitch0.4={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5, "pitch_gain": 0.4}',
     'pitch0.5={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5, "pitch_gain": 0.5}',
 )
-
-
-def clips(folder: Path, count: int, min_seconds: float = 2.0) -> list[Path]:
-    """``count`` clips of at least ``min_seconds`` from the speech folders under ``folder``, spread."""
-    import soundfile as sf
-
-    files = sorted(p for p in folder.glob("speech-*/*") if p.is_file() and sf.info(str(p)).duration >= min_seconds)
-    if not files:
-        raise SystemExit(f"{folder}: no speech clips of at least {min_seconds:g} s (scripts/get_data.sh)")
-    return [files[int(i * len(files) / count)] for i in range(min(count, len(files)))]
 
 
 def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostfilter | None]:
@@ -81,7 +71,8 @@ def main() -> None:
     model = load_model(args.model)
     sr_model = int(model.sample_rate)
     settings = parse_settings(args.settings, sr_model)
-    sets = {"speech-wb": [(p, None) for p in clips(args.data / "audio/val", args.clips)]}
+    speech = audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
+    sets = {"speech-wb": [(p, None) for p in speech]}
     sets["speech-nb"] = [(p, 8000) for p, _ in sets["speech-wb"]]
     if args.music_seconds:
         other = sorted(p for d in ("music-*", "drums-*") for p in (args.data / "audio/val").glob(f"{d}/*") if p.is_file())

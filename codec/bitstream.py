@@ -17,9 +17,9 @@ with one more symbol (``"band-energy-context"``, the name of the bundled audio m
 information) and headers the codec writes without the fields a reader can infer (the codec's
 :func:`codec.model.complete_header`: the payload coding when it is ``"range"``, the tiling when
 the signal is one tile, 8 hex digits of the weights' hash instead of 16): a real audio header
-with its source record takes ~40 bytes, and the whole framing of a file ~50. Every byte counts at
+with its source record takes ~60 bytes, and the whole framing of a file ~75. Every byte counts at
 low rates: 1 kbps is 125 bytes a second, so the ~35 bytes version 4 saves over version 3 are
-0.08 kbps of a 3.5 s clip, 7 % of a 1.2 kbps file; version 2 spent ~170 bytes on the same file.
+0.08 kbps of a 3.5 s clip, 7 % of a 1.2 kbps file; version 2 spent ~135 bytes on the same file.
 
 Versions 1 and 2 are still read. They framed the header as JSON (v2: raw-DEFLATE compressed
 with the preset dictionary :data:`HEADER_DICTIONARY`; v1: plain, with u32 lengths) followed by
@@ -78,6 +78,7 @@ RECORD_SYMBOLS = (
     "band-energy-context",
 )
 _SYMBOL_COUNT = {3: 32, 4: len(RECORD_SYMBOLS)}  # the symbols each record version knows
+_SYMBOL_INDEX = {version: {v: i for i, v in enumerate(RECORD_SYMBOLS[:count])} for version, count in _SYMBOL_COUNT.items()}
 _KEY_INDEX = {k: i for i, k in enumerate(RECORD_KEYS)}
 _LITERAL_KEY = 31  # the key byte's index that says the key's name follows as a string
 # value types (the low 3 bits of a field's byte)
@@ -107,7 +108,7 @@ def encode_record(value: dict[str, Any], version: int = FORMAT_VERSION) -> bytes
     if version not in _SYMBOL_COUNT:
         raise ValueError(f"records are versions 3 and 4, not {version}")
     out = bytearray()
-    _object(out, value, 0, {v: i for i, v in enumerate(RECORD_SYMBOLS[: _SYMBOL_COUNT[version]])})
+    _object(out, value, 0, _SYMBOL_INDEX[version])
     return bytes(out)
 
 

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,22 @@ def _files(folder: Path, suffixes: tuple[str, ...], limit: int | None = None) ->
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
     if limit and len(files) > limit:
         files = [files[int(i * len(files) / limit)] for i in range(limit)]
+    return files
+
+
+def audio_files(folders: Path | Sequence[Path], limit: int | None = None, min_seconds: float | None = None) -> list[Path]:
+    """The audio files under ``folders``, sorted; with ``min_seconds``, those that last that long;
+    with ``limit``, that many of them spread evenly over the list. Raises ``FileNotFoundError`` when none is left."""
+    import soundfile as sf
+
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    files = sorted(f for folder in folders for f in _files(folder, AUDIO_SUFFIXES))
+    if min_seconds:
+        files = [f for f in files if sf.info(str(f)).duration >= min_seconds]
+    files = [files[int(i * len(files) / limit)] for i in range(limit)] if limit and len(files) > limit else files
+    if not files:
+        where = ", ".join(map(str, folders)) or "(no folder)"
+        raise FileNotFoundError(f"{where}: no audio files" + (f" of at least {min_seconds:g} s" if min_seconds else ""))
     return files
 
 
@@ -266,21 +282,12 @@ def evaluate_audio(
     band-energy side information (defaults the model's), ``variable_depth`` as in :func:`evaluate_images`,
     ``postfilter`` our decoder's postfilter (where the model has one).
     """
-    import soundfile as sf
-
     from codec.files import compress_signal, decompress
     from codec.nets.audio import resample
 
     baselines = [b for b in baselines if b not in missing_tools(baselines)]
     rows: list[Row] = []
-    files = _files(folder, AUDIO_SUFFIXES)
-    if min_seconds:
-        files = [f for f in files if sf.info(str(f)).duration >= min_seconds]
-    if limit and len(files) > limit:
-        files = [files[int(i * len(files) / limit)] for i in range(limit)]
-    if not files:
-        raise FileNotFoundError(f"{folder}: no audio files" + (f" of at least {min_seconds:g} s" if min_seconds else ""))
-    for path in files:
+    for path in audio_files(folder, limit, min_seconds):
         wav, meta = read_audio(path)
         sr = meta["sample_rate"]
         if sample_rate and sample_rate != sr:

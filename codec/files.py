@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from codec.bitstream import BitstreamError, read_container
+from codec.bitstream import BitstreamError
 from codec.hub import default_model_name, load_model
 from codec.io import (
     InputError,
@@ -40,7 +40,7 @@ from codec.io import (
     write_bytes,
     write_image,
 )
-from codec.model import Codec, Compressed, Tokens, complete_header
+from codec.model import Codec, Compressed, Tokens, read_vqc
 from codec.tiling import StreamResampler
 
 __all__ = [
@@ -181,8 +181,7 @@ def compress_blocks(
 def read_vqc_header(data: bytes) -> dict[str, Any]:
     """The validated container header of a ``.vqc`` file (no model needed), with the fields a
     writer may leave out filled in (:func:`codec.model.complete_header`)."""
-    header, _ = read_container(data)
-    return complete_header(header)
+    return read_vqc(data)[0]
 
 
 def model_for(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> Codec:

@@ -278,6 +278,13 @@ def complete_header(header: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_vqc(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """``(header, chunks)`` of a ``.vqc`` file (:func:`codec.bitstream.read_container`), the header
+    completed (:func:`complete_header`): what every reader of a codec's files starts from."""
+    header, chunks = read_container(data)
+    return complete_header(header), chunks
+
+
 def _ints(values: list[Any]) -> bool:
     return all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in values)
 
@@ -1335,8 +1342,7 @@ class Codec(nn.Module):
 
     def read_header(self, data: bytes) -> "ParsedFile":
         """Parse and validate a ``.vqc`` file against this model without decoding it."""
-        header, chunks = read_container(data)
-        header = complete_header(header)
+        header, chunks = read_vqc(data)
         expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": str, "shape": list, "tiles": dict}
         for name, kind in expected_types.items():
             if not isinstance(header.get(name), kind):
