@@ -35,7 +35,8 @@ from codec.files import compress_signal  # noqa: E402
 from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
 from codec.nets.audio import resample  # noqa: E402
-from codec.postfilter import FormantPostfilter  # noqa: E402
+from codec.model import read_vqc  # noqa: E402
+from codec.postfilter import FormantPostfilter, SpectralMaskPostfilter  # noqa: E402
 
 DEFAULT_SETTINGS = (
     'formant={"gamma_num": 0.6, "gamma_den": 0.9, "strength": 0.5}',
@@ -45,12 +46,25 @@ DEFAULT_SETTINGS = (
 )
 
 
-def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostfilter | None]:
-    """``name=JSON`` specs -> postfilters (``none``: no filter)."""
-    out: dict[str, FormantPostfilter | None] = {"none": None}
+def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostfilter | SpectralMaskPostfilter | None]:
+    """``name=JSON`` specs -> postfilters (``none``: no filter). JSON with a ``"mask"`` key (the path of a
+    ``recipes/postfilter.py train`` output) is a learned postfilter, its other keys (``then``) added to
+    the config stored with its weights; any other JSON is :class:`FormantPostfilter`'s keyword arguments."""
+    out: dict[str, FormantPostfilter | SpectralMaskPostfilter | None] = {"none": None}
     for spec in specs:
         name, _, kwargs = spec.partition("=")
-        out[name] = FormantPostfilter(sample_rate, **json.loads(kwargs))
+        kw = json.loads(kwargs)
+        if "mask" in kw:
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(kw["mask"], "pt") as f:
+                stored = json.loads(f.metadata()["config"])["kwargs"]
+            pf = SpectralMaskPostfilter(sample_rate, **{**stored, **{k: v for k, v in kw.items() if k != "mask"}})
+            pf.load_weights(load_file(kw["mask"]))
+            out[name] = pf
+        else:
+            out[name] = FormantPostfilter(sample_rate, **kw)
     return out
 
 
@@ -90,8 +104,9 @@ def main() -> None:
             for rate in args.rates.split(","):
                 out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
                 raw, _ = model.decompress(out.data, postfilter=False)  # (B=channels, 1, T) at the model's rate
+                kbps = model.select_rate(read_vqc(out.data)[0]["rate_point"]).rate
                 for name, pf in settings.items():
-                    y = raw if pf is None else pf(raw)
+                    y = raw if pf is None else pf(raw, rate_kbps=kbps)
                     y = resample(y.reshape(-1, y.shape[-1]).mean(0), sr_model, sr)[: len(ref)]
                     q = audio_quality(ref, y.numpy().astype(np.float32), sr)
                     scores.setdefault((band, rate, name), []).append(q)

@@ -27,14 +27,18 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from codec.registry import Registry
 
-__all__ = ["POSTFILTERS", "FormantPostfilter", "build_postfilter"]
+__all__ = ["POSTFILTERS", "POSTFILTER_FILE", "FormantPostfilter", "MaskNet", "SpectralMaskPostfilter", "build_postfilter"]
 
 #: decoder-side postfilters by name (a model's config ``postfilter.name``)
-POSTFILTERS: Registry["FormantPostfilter"] = Registry("postfilter")
+POSTFILTERS: Registry["FormantPostfilter | SpectralMaskPostfilter"] = Registry("postfilter")
+#: a learned postfilter's weights in a model folder (not part of the codec's weights hash: it
+#: does not change what a file's codes mean, only what the decoder makes of them)
+POSTFILTER_FILE = "postfilter.safetensors"
 
 SUBMULTIPLE_SHARE = 0.85  # a sub-multiple of the best pitch lag wins with this share of its correlation
 _SILENT = 1e-10  # frames whose mean power is below this (about -100 dB) pass unchanged
@@ -121,8 +125,9 @@ class FormantPostfilter:
         den = torch.fft.rfft(a * self.gamma_den ** lags, n=self.n_fft).abs().clamp_min(1e-9)
         return (num / den).pow(self.strength)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Filter waveforms ``(..., T)``; the output has the input's shape and dtype."""
+    def __call__(self, x: Tensor, rate_kbps: float | None = None) -> Tensor:
+        """Filter waveforms ``(..., T)``; the output has the input's shape and dtype (``rate_kbps``,
+        the coded rate, is not used by this filter)."""
         if (self.strength == 0.0 and self.pitch_gain == 0.0) or x.shape[-1] == 0:
             return x
         shape, dtype = x.shape, x.dtype
@@ -196,6 +201,123 @@ class FormantPostfilter:
         return torch.where(covered, out / weight.clamp_min(1e-3), flat)
 
 
-def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | None:
+class MaskNet(nn.Module):
+    """Per-bin gains of an STFT from its log power: ``(B, F, N)`` log power and a rate feature
+    ``(B,)`` -> gains ``(B, F, N)`` in ``(0, max_gain)``.
+
+    A 1-D convolution over frames with the bins as channels (``kernel`` frames wide), then
+    ``blocks`` residual dilated convolutions (dilation 1, 2, 4, ...: about 70 ms of context each
+    side at 24 kHz with the defaults), then a 1x1 convolution to one logit per bin; the gain is
+    ``max_gain * sigmoid(logit)`` with the last layer zero at initialisation, so an untrained net
+    is the identity (``max_gain = 2``: sigmoid(0) = 1/2).
+    """
+
+    def __init__(self, bins: int, hidden: int = 128, blocks: int = 3, kernel: int = 5, max_gain: float = 2.0) -> None:
+        super().__init__()
+        self.max_gain = float(max_gain)
+        self.inp = nn.Conv1d(bins + 1, hidden, kernel, padding=kernel // 2)
+        self.blocks = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=2 ** i, dilation=2 ** i) for i in range(blocks))
+        self.out = nn.Conv1d(hidden, bins, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, math.log(1.0 / (self.max_gain - 1.0)) if self.max_gain != 2.0 else 0.0)
+
+    def forward(self, log_power: Tensor, rate: Tensor) -> Tensor:
+        feat = torch.cat([log_power, rate[:, None, None].expand(-1, 1, log_power.shape[-1])], 1)
+        h = F.gelu(self.inp(feat))
+        for conv in self.blocks:
+            h = h + F.gelu(conv(h))
+        return self.max_gain * torch.sigmoid(self.out(h))
+
+
+@POSTFILTERS.register("spectral-mask")
+class SpectralMaskPostfilter:
+    """A learned postfilter: the decoded signal's STFT scaled bin by bin by :class:`MaskNet`'s
+    gains, the decoder's phase kept (as the speech enhancement masks do; the learned
+    postfilters of Opus 1.5, LACE and NoLACE, play the same part for its low-rate speech modes).
+
+    Trained on pairs of (decoder output, original) of training speech and music at the model's
+    rates (``recipes/postfilter.py``), to bring the compressed magnitudes ``|X|^0.3`` and the
+    log-mel spectrum of the decoder's output to the original's. ``then``: a formant postfilter
+    entry (:class:`FormantPostfilter`'s config) applied after the mask. The network's weights
+    live in the model folder's :data:`POSTFILTER_FILE` (:meth:`load_weights`); until they are
+    loaded the filter refuses to run.
+
+    Args:
+        sample_rate: the decoder's.
+        n_fft, hop: the STFT (Hann window).
+        hidden, blocks, kernel, max_gain: :class:`MaskNet`'s.
+        then: an optional formant postfilter entry applied to the masked signal.
+    """
+
+    def __init__(self, sample_rate: int, n_fft: int = 512, hop: int = 128, hidden: int = 128, blocks: int = 3,
+                 kernel: int = 5, max_gain: float = 2.0, then: dict[str, Any] | None = None) -> None:
+        if n_fft < 16 or n_fft % 2 or not 0 < hop <= n_fft // 2:
+            raise ValueError(f"need an even n_fft >= 16 and 0 < hop <= n_fft / 2, got {n_fft}, {hop}")
+        if not (1 <= blocks <= 8 and 1 <= hidden <= 1024 and kernel % 2 == 1 and 1.0 < max_gain <= 8.0):
+            raise ValueError(f"mask net out of bounds: hidden {hidden}, blocks {blocks}, kernel {kernel}, max_gain {max_gain}")
+        self.sample_rate, self.n_fft, self.hop = int(sample_rate), int(n_fft), int(hop)
+        self.net = MaskNet(self.n_fft // 2 + 1, int(hidden), int(blocks), int(kernel), float(max_gain)).eval()
+        self._kwargs = {"n_fft": self.n_fft, "hop": self.hop, "hidden": int(hidden), "blocks": int(blocks),
+                        "kernel": int(kernel), "max_gain": float(max_gain)}
+        self.then = None
+        if then is not None:
+            if not isinstance(then, dict) or then.get("name") != "formant":
+                raise ValueError("postfilter 'then' must be a formant postfilter entry")
+            self.then = build_postfilter(then, self.sample_rate)
+        self.loaded = False
+        self.name = "spectral-mask"
+
+    def config(self) -> dict[str, Any]:
+        """The model-config entry that rebuilds this postfilter (its weights are a file of their own)."""
+        kwargs: dict[str, Any] = dict(self._kwargs)
+        if self.then is not None:
+            kwargs["then"] = self.then.config()
+        return {"name": self.name, "kwargs": kwargs}
+
+    def load_weights(self, tensors: dict[str, Tensor]) -> None:
+        """Load :class:`MaskNet`'s tensors (e.g. :data:`POSTFILTER_FILE`'s); shapes must match."""
+        expected = self.net.state_dict()
+        if set(tensors) != set(expected) or any(tuple(tensors[k].shape) != tuple(v.shape) for k, v in expected.items()):
+            raise ValueError("postfilter weights do not match its config")
+        self.net.load_state_dict({k: v.float() for k, v in tensors.items()})
+        self.loaded = True
+
+    @staticmethod
+    def rate_feature(rate_kbps: float | Tensor) -> Tensor:
+        """The rate input of the net: ``log2(kbps / 2)`` (0 at 2 kbps)."""
+        return torch.log2(torch.as_tensor(rate_kbps, dtype=torch.float32).clamp_min(0.1) / 2.0)
+
+    def spectrum(self, flat: Tensor) -> Tensor:
+        window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
+        return torch.stft(flat, self.n_fft, self.hop, window=window, center=True, pad_mode="constant", return_complex=True)
+
+    def masked(self, flat: Tensor, rate: Tensor) -> Tensor:
+        """The masked rows ``(B, T)`` (differentiable: the training step calls it); ``rate`` ``(B,)``
+        of :meth:`rate_feature`."""
+        spec = self.spectrum(flat)  # (B, F, N)
+        gain = self.net(torch.log(spec.real.square() + spec.imag.square() + 1e-9), rate)
+        window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
+        return torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=flat.shape[-1])
+
+    def __call__(self, x: Tensor, rate_kbps: float | None = None) -> Tensor:
+        """Filter waveforms ``(..., T)`` decoded at ``rate_kbps`` (the rate point's; ``None``: 2 kbps);
+        the output has the input's shape and dtype."""
+        if not self.loaded:
+            raise RuntimeError("the spectral-mask postfilter has no weights (the model folder's postfilter.safetensors)")
+        if x.shape[-1] == 0:
+            return x
+        shape, dtype = x.shape, x.dtype
+        flat = x.reshape(-1, shape[-1]).float()
+        net = self.net.to(flat.device)
+        self.net = net
+        with torch.no_grad():
+            rate = self.rate_feature(2.0 if rate_kbps is None else rate_kbps).to(flat.device).expand(flat.shape[0])
+            y = self.masked(flat, rate)
+        if self.then is not None:
+            y = self.then(y)
+        return y.reshape(shape).to(dtype)
+
+
+def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | SpectralMaskPostfilter | None:
     """The postfilter of a model config's ``postfilter`` entry (``None`` without one)."""
     return POSTFILTERS.from_entry(entry, sample_rate)

@@ -3,6 +3,12 @@
     python scripts/publish_postfilter.py audio-v7 --publish-as audio-v8 \\
         --gamma-num 0.6 --gamma-den 0.9 --strength 0.5 --description "..."
     python scripts/publish_postfilter.py audio-v7 --publish-as audio-v9 --pitch-gain 0.25
+    python scripts/publish_postfilter.py audio-v7 --publish-as audio-v11 --mask runs/pf/mask.safetensors \
+        --then-formant --pitch-gain 0.25
+
+A learned postfilter (``--mask``, the output of ``recipes/postfilter.py train``) is stored as the
+folder's ``postfilter.safetensors``, whose hash the index records beside the others; with
+``--then-formant`` the formant postfilter of the other options follows it.
 
 A postfilter (:mod:`codec.postfilter`) is applied by the decoder to every signal it decodes; it
 costs no bits and leaves the weights, the entropy tables, the encoder and the files it writes as
@@ -23,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.hub import BUNDLED_DIR  # noqa: E402
+from codec.hub import BUNDLED_DIR, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
-from codec.postfilter import FormantPostfilter  # noqa: E402
+from codec.postfilter import POSTFILTER_FILE, FormantPostfilter, SpectralMaskPostfilter  # noqa: E402
 from scripts.remeasure_model import CARD, SECTION, load_published, publish_copy, reload_unchanged  # noqa: E402
 
 
@@ -49,6 +55,31 @@ def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
     ]
 
 
+def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[str, str]) -> list[str]:
+    """The card's "Postfilter" section of a learned postfilter."""
+    net = postfilter.config()["kwargs"]
+    lines = [
+        "## Postfilter", "",
+        f"`{source}`'s weights, entropy tables, encoder settings and rate targets, bit for bit, with a learned "
+        f"decoder-side postfilter (`codec.postfilter.SpectralMaskPostfilter`): the decoded signal's STFT "
+        f"({1000 * postfilter.n_fft / postfilter.sample_rate:g} ms Hann frames, hop {postfilter.hop}) is scaled bin by "
+        f"bin by gains in (0, {net['max_gain']:g}) that a small convolutional network ({net['hidden']} channels, "
+        f"{net['blocks']} dilated residual blocks, {sum(p.numel() for p in postfilter.net.parameters()):,} parameters, "
+        f"in `{POSTFILTER_FILE}`) computes from the frames' log power and the rate point's rate; the decoder's phase "
+        f"is kept. It was trained on the decoder's output of training speech and music (`recipes/postfilter.py`; "
+        f"{trained.get('step', '?')} steps) to bring the compressed magnitudes and a PESQ-like loudness disturbance "
+        f"to the original's.",
+    ]
+    if postfilter.then is not None:
+        then = postfilter.then
+        lines[-1] += (f" Then the formant postfilter `A(z/{then.gamma_num:g}) / A(z/{then.gamma_den:g})` at strength "
+                      f"{then.strength:g}" + (f" and its pitch stage at gain {then.pitch_gain:g}" if then.pitch_gain > 0 else "")
+                      + " (as `audio-v9`'s).")
+    lines[-1] += (" It costs no bits; `vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the "
+                  f"decoder's own output, which is `{source}`'s. The rate table below is of that output.")
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="the published audio model to start from")
@@ -57,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gamma-den", type=float, default=0.9)
     ap.add_argument("--strength", type=float, default=0.5)
     ap.add_argument("--pitch-gain", type=float, default=0.0, help="the long-term (pitch) stage's gain (0: none)")
+    ap.add_argument("--mask", type=Path, default=None, help="a learned postfilter's weights (recipes/postfilter.py train)")
+    ap.add_argument("--then-formant", action="store_true", help="with --mask: the formant postfilter follows it")
     ap.add_argument("--description", default=None, help="the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR)
     args = ap.parse_args(argv)
@@ -66,10 +99,22 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{args.name}: a postfilter filters audio models' output")
     if model.postfilter is not None:
         raise SystemExit(f"{args.name} already has a postfilter")
+    trained: dict[str, str] = {}
     try:
-        postfilter = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
-                                       strength=args.strength, pitch_gain=args.pitch_gain)
-    except ValueError as err:
+        postfilter: FormantPostfilter | SpectralMaskPostfilter = FormantPostfilter(
+            int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den, strength=args.strength,
+            pitch_gain=args.pitch_gain)
+        if args.mask is not None:
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(str(args.mask), "pt") as f:
+                trained = dict(f.metadata() or {})
+            stored = json.loads(trained.get("config", "{}")).get("kwargs", {})
+            postfilter = SpectralMaskPostfilter(int(model.sample_rate), **stored,
+                                                then=postfilter.config() if args.then_formant else None)
+            postfilter.load_weights(load_file(str(args.mask)))
+    except (ValueError, OSError, json.JSONDecodeError) as err:
         raise SystemExit(f"postfilter: {err}") from None
     description = args.description or f"{args.name} with a decoder postfilter"
     with publish_copy(args.weights_dir, args.name, args.publish_as, published, description) as staging:
@@ -77,11 +122,19 @@ def main(argv: list[str] | None = None) -> dict:
         config["name"] = args.publish_as  # the files it writes name the new model
         config["postfilter"] = postfilter.config()
         (staging / CONFIG_FILE).write_text(config_text(config))
+        if isinstance(postfilter, SpectralMaskPostfilter):
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in postfilter.net.state_dict().items()},
+                      str(staging / POSTFILTER_FILE), metadata={"step": trained.get("step", "")})
+            published["postfilter_sha256"] = file_sha256(staging / POSTFILTER_FILE)  # the index entry publish_copy writes
         card = (staging / CARD).read_text()
         at = card.find(SECTION)
         if at < 0:
             raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
-        card = card[:at] + "\n".join(postfilter_section(args.name, postfilter)) + "\n" + card[at:]
+        section = (mask_section(args.name, postfilter, trained) if isinstance(postfilter, SpectralMaskPostfilter)
+                   else postfilter_section(args.name, postfilter))
+        card = card[:at] + "\n".join(section) + "\n" + card[at:]
         (staging / CARD).write_text(card)
         loaded = reload_unchanged(staging, published, before)
         if loaded.postfilter is None or loaded.name != args.publish_as:

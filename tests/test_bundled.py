@@ -32,6 +32,8 @@ def test_published_weights_keep_their_hash(name):
     assert model.weights_sha256() == INDEX["models"][name]["sha256"]
     # ... and their tables: the same codes must be read from the same bytes
     assert file_sha256(BUNDLED_DIR / name / "entropy.safetensors") == INDEX["models"][name]["entropy_sha256"]
+    # ... and a learned postfilter's weights: what a file decodes to
+    assert file_sha256(BUNDLED_DIR / name / "postfilter.safetensors") == INDEX["models"][name].get("postfilter_sha256")
     assert model.name == name and model.entropy_tables and model.measured_rates
 
 

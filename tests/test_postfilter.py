@@ -207,3 +207,94 @@ def test_the_bundled_audio_v10_is_audio_v9_with_g729s_pitch_gain():
     y10, y9 = v10.decompress(a.data)[0], v9.decompress(b.data)[0]
     # the stronger comb moves the output further from the decoder's own
     assert (y10 - raw).square().sum() > (y9 - raw).square().sum() > 0
+
+
+# -- the learned (spectral-mask) postfilter ------------------------------------------------------
+def trained_like_mask(seed: int = 0, **kwargs) -> "SpectralMaskPostfilter":
+    """A spectral-mask postfilter with random (not identity) weights, as if trained."""
+    from codec.postfilter import SpectralMaskPostfilter
+
+    pf = SpectralMaskPostfilter(24000, hidden=16, blocks=2, **kwargs)
+    torch.manual_seed(seed)
+    weights = {k: 0.1 * torch.randn_like(v) for k, v in pf.net.state_dict().items()}
+    pf.load_weights(weights)
+    return pf
+
+
+def test_an_untrained_mask_is_the_identity_and_an_unloaded_one_refuses():
+    from codec.postfilter import SpectralMaskPostfilter
+
+    pf = SpectralMaskPostfilter(24000, hidden=16, blocks=2)
+    x = ar_signal(0.5)[None, None]
+    with pytest.raises(RuntimeError, match="no weights"):
+        pf(x)
+    pf.load_weights(pf.net.state_dict())
+    torch.testing.assert_close(pf(x), x, atol=1e-5, rtol=0)  # gains 1 at initialisation: STFT and back
+    with pytest.raises(ValueError, match="do not match"):
+        pf.load_weights({k: v[..., :1] for k, v in pf.net.state_dict().items()})
+    with pytest.raises(ValueError):
+        SpectralMaskPostfilter(24000, hop=400)
+    with pytest.raises(ValueError, match="formant"):
+        SpectralMaskPostfilter(24000, then={"name": "spectral-mask"})
+
+
+def test_the_mask_follows_the_rate_and_keeps_shapes():
+    pf = trained_like_mask()
+    x = ar_signal(0.5)
+    low, high = pf(x, rate_kbps=1.2), pf(x, rate_kbps=6.0)
+    assert low.shape == x.shape and low.dtype == x.dtype
+    assert not torch.allclose(low, high)  # the rate reaches the net
+    assert pf(x[None, None, :0]).shape == (1, 1, 0)
+    batch = torch.stack([x, 0.5 * x])[:, None]  # (2, 1, T): rows are filtered independently
+    torch.testing.assert_close(pf(batch, 1.2)[0, 0], low, atol=1e-5, rtol=0)
+    chained = trained_like_mask(then={"name": "formant", "kwargs": {"strength": 0.5}})
+    torch.testing.assert_close(chained(x, 1.2), chained.then(low), atol=1e-5, rtol=0)
+    rebuilt = build_postfilter(chained.config(), 24000)
+    assert rebuilt.config() == chained.config() and not rebuilt.loaded
+
+
+def test_a_codec_saves_and_loads_its_learned_postfilter_outside_the_weights_hash(tmp_path):
+    from codec.postfilter import POSTFILTER_FILE
+
+    plain = codec_with_postfilter(None)
+    pf = trained_like_mask()
+    model = codec_with_postfilter(pf.config())
+    model.postfilter = pf
+    assert model.weights_sha256() == plain.weights_sha256()  # the codes mean what they meant
+    x = ar_signal(1.0)[None, None]
+    data = model.compress(x, "n3")
+    assert data == plain.compress(x, "n3")
+    raw, _ = model.decompress(data, postfilter=False)
+    filtered, _ = model.decompress(data)
+    point = model.select_rate("n3")
+    torch.testing.assert_close(filtered, pf(raw, rate_kbps=point.rate), atol=1e-5, rtol=0)
+    model.save(tmp_path / "m", name="audio-mask")
+    assert (tmp_path / "m" / POSTFILTER_FILE).is_file()
+    loaded = Codec.load(tmp_path / "m")
+    torch.testing.assert_close(loaded.decompress(data)[0], filtered)
+    (tmp_path / "m" / POSTFILTER_FILE).unlink()
+    with pytest.raises(ValueError, match="postfilter.safetensors"):
+        Codec.load(tmp_path / "m")
+
+
+def test_publish_a_learned_postfilter_records_its_hash(tmp_path):
+    from safetensors.torch import save_file
+
+    from scripts.publish_postfilter import main
+
+    model, weights, entry = tiny_published_model(tmp_path, "audio-t1", "# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\ntable\n")
+    pf = trained_like_mask()
+    mask = tmp_path / "mask.safetensors"
+    save_file(pf.net.state_dict(), str(mask), metadata={"config": json.dumps(pf.config()), "step": "7"})
+    summary = main(["audio-t1", "--publish-as", "audio-t2", "--mask", str(mask), "--then-formant", "--pitch-gain", "0.25",
+                    "--weights-dir", str(weights)])
+    new = Codec.load(weights / "audio-t2")
+    index = json.loads((weights / "index.json").read_text())
+    assert index["models"]["audio-t2"]["postfilter_sha256"] == file_sha256(weights / "audio-t2" / "postfilter.safetensors")
+    assert "postfilter_sha256" not in index["models"]["audio-t1"] and new.weights_sha256() == model.weights_sha256()
+    assert new.postfilter.then.pitch_gain == 0.25 and summary["postfilter"] == new.postfilter.config()
+    x = ar_signal(0.5)
+    torch.testing.assert_close(new.postfilter(x, 1.2), new.postfilter.then(pf(x, 1.2)), atol=1e-5, rtol=0)
+    assert "7 steps" in (weights / "audio-t2" / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit, match="postfilter"):
+        main(["audio-t1", "--publish-as", "audio-t3", "--mask", str(tmp_path / "missing.safetensors"), "--weights-dir", str(weights)])
