@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--rates", default="1.2kbps,1.6kbps,2.4kbps,6kbps")
     ap.add_argument("--settings", nargs="*", default=list(DEFAULT_SETTINGS), metavar="NAME=JSON")
+    ap.add_argument("--bands", choices=("both", "wb", "nb"), default="both", help="wide-band, telephone (8 kHz) or both")
     ap.add_argument("--music-seconds", type=float, default=0.0, help="also the validation music and drums, cut to this")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--threads", type=int, default=None)
@@ -88,10 +90,14 @@ def main() -> None:
     speech = audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
     sets = {"speech-wb": [(p, None) for p in speech]}
     sets["speech-nb"] = [(p, 8000) for p, _ in sets["speech-wb"]]
+    if args.bands != "both":
+        sets = {f"speech-{args.bands}": sets[f"speech-{args.bands}"]}
     if args.music_seconds:
         other = sorted(p for d in ("music-*", "drums-*") for p in (args.data / "audio/val").glob(f"{d}/*") if p.is_file())
         sets["music"] = [(p, None) for p in other[:: max(1, len(other) // 6)]]
     scores: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    cost: dict[str, float] = {}  # seconds spent in each setting's filter
+    audio_seconds: dict[str, float] = {}
     for band, items in sets.items():
         for path, rate_hz in items:
             wav, meta = read_audio(path)
@@ -106,7 +112,10 @@ def main() -> None:
                 raw, _ = model.decompress(out.data, postfilter=False)  # (B=channels, 1, T) at the model's rate
                 kbps = model.select_rate(read_vqc(out.data)[0]["rate_point"]).rate
                 for name, pf in settings.items():
-                    y = raw if pf is None else pf(raw, rate_kbps=kbps)
+                    t0 = time.perf_counter()
+                    y = raw if pf is None else pf(raw, rate_kbps=kbps, output_rate_hz=sr)
+                    cost[name] = cost.get(name, 0.0) + time.perf_counter() - t0
+                    audio_seconds[name] = audio_seconds.get(name, 0.0) + raw.shape[-1] / sr_model
                     y = resample(y.reshape(-1, y.shape[-1]).mean(0), sr_model, sr)[: len(ref)]
                     q = audio_quality(ref, y.numpy().astype(np.float32), sr)
                     scores.setdefault((band, rate, name), []).append(q)
@@ -121,10 +130,13 @@ def main() -> None:
                "pesq": round(float(np.nanmean([q["pesq"] for q in qs])), 4),
                "stoi": round(float(np.nanmean([q["stoi"] for q in qs])), 4),
                "mel": round(float(np.mean([q["mel"] for q in qs])), 4),
-               f"pesq_vs_{base}": round(float(np.mean(dp)), 4), "clips_better": int(sum(d > 0 for d in dp))}
+               f"pesq_vs_{base}": round(float(np.mean(dp)), 4), "clips_better": int(sum(d > 0 for d in dp)),
+               "stoi_vs_" + base: round(float(np.nanmean([a["stoi"] - b["stoi"] for a, b in zip(qs, ref)])), 4),
+               "filter_ms_per_audio_second": round(1000 * cost[name] / audio_seconds[name], 2)}
         rows.append(row)
         print(f"{band:9} {rate:8} {name:12} PESQ {row['pesq']:.3f} ({row[f'pesq_vs_{base}']:+.3f}, "
-              f"{row['clips_better']}/{len(dp)} better)  STOI {row['stoi']:.4f}  mel {row['mel']:.3f}")
+              f"{row['clips_better']}/{len(dp)} better)  STOI {row['stoi']:.4f} ({row['stoi_vs_' + base]:+.4f})  "
+              f"mel {row['mel']:.3f}  {row['filter_ms_per_audio_second']:.1f} ms/s")
     write_result(args.json, args.model, f"{args.clips} validation speech clips", rows,
                  settings={k: (v.config() if v else None) for k, v in settings.items()})
 

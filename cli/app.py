@@ -444,8 +444,8 @@ def rates(
                           "a rate target counts them", style="dim")
         if entry.get("postfilter"):
             pf = entry["postfilter"]["kwargs"]
-            what = f"strength {pf['strength']:g}" if "strength" in pf else "learned"
-            console.print(f"decoder postfilter ({entry['postfilter']['name']}, {what}): on by default, "
+            what = f", strength {pf['strength']:g}" if "strength" in pf else ""
+            console.print(f"decoder postfilter ({entry['postfilter']['name']}{what}): on by default, "
                           "costs no bits; decompress --no-postfilter leaves it out (music)", style="dim")
         if entry["modality"] == "audio":
             console.print("audio rates are per channel; a target for a stereo file counts both channels", style="dim")

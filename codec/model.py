@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from codec.bitstream import BitstreamError, read_container, write_container
 from codec.envelope import BandEnergy, build_envelope
-from codec.postfilter import POSTFILTER_FILE, FormantPostfilter, SpectralMaskPostfilter, build_postfilter
+from codec.postfilter import POSTFILTER_FILE, Postfilter, build_postfilter, learned_stage
 from codec.entropy import ColumnContexts, ContextTable, FrequencyTable, decode_tile, encode_tile, fit_column_contexts, min_tile_bits
 from codec.losses import reconstruction_loss
 from codec.nets import Decoder, Encoder, PadInfo, get_network
@@ -352,7 +352,7 @@ class Codec(nn.Module):
         self.envelope_kbps = float(entry.get("measured_kbps", 0.0)) if self.envelope is not None else 0.0
         self.envelope_default = bool(entry.get("default", True)) if self.envelope is not None else False
         # decoder-side enhancement every decoded signal gets unless the caller leaves it out (config "postfilter")
-        self.postfilter: FormantPostfilter | SpectralMaskPostfilter | None = build_postfilter((config or {}).get("postfilter"), self.sample_rate)
+        self.postfilter: Postfilter | None = build_postfilter((config or {}).get("postfilter"), self.sample_rate)
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
@@ -635,11 +635,13 @@ class Codec(nn.Module):
         return steps
 
     @torch.no_grad()
-    def decode(self, encoded: EncodedCodes, postfilter: bool = True) -> Tensor:
+    def decode(self, encoded: EncodedCodes, postfilter: bool = True, output_rate_hz: int | None = None) -> Tensor:
         """:class:`EncodedCodes` -> reconstruction in the original layout and range.
 
         ``postfilter``: end with the model's decoder-side postfilter (:attr:`postfilter`,
         :mod:`codec.postfilter`), where it has one; ``False`` returns the decoder's own output.
+        ``output_rate_hz``: audio, the sample rate the signal will be returned at (a file's
+        source's), which a postfilter may depend on (narrow-band output).
         """
         point = self.select_rate(encoded.point.name)
         codes = encoded.codes
@@ -653,7 +655,7 @@ class Codec(nn.Module):
                 raise ValueError("these codes carry band energies, but this model has no envelope")
             recon = self.envelope.apply(recon, encoded.envelope)
         if postfilter and self.postfilter is not None:
-            recon = self.postfilter(recon, rate_kbps=point.rate)
+            recon = self.postfilter(recon, rate_kbps=point.rate, output_rate_hz=output_rate_hz)
         return self.encoder.restore(recon, PadInfo(shape=tuple(encoded.shape), padded=tuple(encoded.padded)))
 
     # -- files ------------------------------------------------------------------------------------
@@ -1444,7 +1446,9 @@ class Codec(nn.Module):
             except ValueError as err:
                 raise BitstreamError(f"band energies of tile {index}: {err}") from None
         enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded, envelope=steps)
-        return self.decode(enc, postfilter).float().cpu()
+        source_rate = parsed.header.get("source", {}).get("sample_rate") if self.modality == "audio" else None
+        output_rate_hz = source_rate if isinstance(source_rate, int) and not isinstance(source_rate, bool) else None
+        return self.decode(enc, postfilter, output_rate_hz).float().cpu()
 
     @torch.no_grad()
     def decompress(self, data: bytes, postfilter: bool = True) -> tuple[Tensor, dict[str, Any]]:
@@ -1675,9 +1679,9 @@ class Codec(nn.Module):
         tmp_c.write_text(config_text(config))
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_c.replace(folder / CONFIG_FILE)
-        if isinstance(self.postfilter, SpectralMaskPostfilter):
+        if (learned := learned_stage(self.postfilter)) is not None:
             tmp_p = folder / (POSTFILTER_FILE + ".tmp")
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.postfilter.net.state_dict().items()}, str(tmp_p))
+            save_file({k: v.detach().contiguous().cpu() for k, v in learned.net.state_dict().items()}, str(tmp_p))
             tmp_p.replace(folder / POSTFILTER_FILE)
         if self.entropy_tables:
             tmp_e = folder / (ENTROPY_FILE + ".tmp")
@@ -1717,10 +1721,10 @@ class Codec(nn.Module):
             raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if (folder / ENTROPY_FILE).is_file():
             model.entropy_tables, model.context_tables = _load_entropy_state(folder / ENTROPY_FILE)
-        if isinstance(model.postfilter, SpectralMaskPostfilter):
+        if (learned := learned_stage(model.postfilter)) is not None:
             if not (folder / POSTFILTER_FILE).is_file():
                 raise ValueError(f"{folder}: the config names a learned postfilter, but {POSTFILTER_FILE} is missing")
-            model.postfilter.load_weights(load_file(str(folder / POSTFILTER_FILE)))
+            learned.load_weights(load_file(str(folder / POSTFILTER_FILE)))
         return model.to(device).eval()
 
 

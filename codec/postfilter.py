@@ -32,10 +32,11 @@ from torch import Tensor, nn
 
 from codec.registry import Registry
 
-__all__ = ["POSTFILTERS", "POSTFILTER_FILE", "FormantPostfilter", "MaskNet", "SpectralMaskPostfilter", "build_postfilter"]
+__all__ = ["POSTFILTERS", "POSTFILTER_FILE", "Postfilter", "FormantPostfilter", "MaskNet", "SpectralMaskPostfilter",
+           "BandwidthPostfilter", "build_postfilter", "learned_stage"]
 
 #: decoder-side postfilters by name (a model's config ``postfilter.name``)
-POSTFILTERS: Registry["FormantPostfilter | SpectralMaskPostfilter"] = Registry("postfilter")
+POSTFILTERS: Registry["Postfilter"] = Registry("postfilter")
 #: a learned postfilter's weights in a model folder (not part of the codec's weights hash: it
 #: does not change what a file's codes mean, only what the decoder makes of them)
 POSTFILTER_FILE = "postfilter.safetensors"
@@ -125,9 +126,10 @@ class FormantPostfilter:
         den = torch.fft.rfft(a * self.gamma_den ** lags, n=self.n_fft).abs().clamp_min(1e-9)
         return (num / den).pow(self.strength)
 
-    def __call__(self, x: Tensor, rate_kbps: float | None = None) -> Tensor:
+    def __call__(self, x: Tensor, rate_kbps: float | None = None, output_rate_hz: int | None = None) -> Tensor:
         """Filter waveforms ``(..., T)``; the output has the input's shape and dtype (``rate_kbps``,
-        the coded rate, is not used by this filter)."""
+        the coded rate, and ``output_rate_hz``, the rate the signal is returned at, are not used
+        by this filter)."""
         if (self.strength == 0.0 and self.pitch_gain == 0.0) or x.shape[-1] == 0:
             return x
         shape, dtype = x.shape, x.dtype
@@ -299,9 +301,9 @@ class SpectralMaskPostfilter:
         window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
         return torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=flat.shape[-1])
 
-    def __call__(self, x: Tensor, rate_kbps: float | None = None) -> Tensor:
+    def __call__(self, x: Tensor, rate_kbps: float | None = None, output_rate_hz: int | None = None) -> Tensor:
         """Filter waveforms ``(..., T)`` decoded at ``rate_kbps`` (the rate point's; ``None``: 2 kbps);
-        the output has the input's shape and dtype."""
+        the output has the input's shape and dtype (``output_rate_hz`` is not used)."""
         if not self.loaded:
             raise RuntimeError("the spectral-mask postfilter has no weights (the model folder's postfilter.safetensors)")
         if x.shape[-1] == 0:
@@ -318,6 +320,54 @@ class SpectralMaskPostfilter:
         return y.reshape(shape).to(dtype)
 
 
-def build_postfilter(entry: Any, sample_rate: int | None) -> FormantPostfilter | SpectralMaskPostfilter | None:
+@POSTFILTERS.register("by-bandwidth")
+class BandwidthPostfilter:
+    """One postfilter for narrow-band output, another for the rest: the decoder knows the sample
+    rate a file is returned at (its source's, in the header), and telephone speech (8 kHz) has
+    other needs than wide-band speech, as narrow- and wide-band speech decoders have different
+    postfilters. A signal returned at ``narrow_max_rate_hz`` or less gets ``narrow``, every other
+    ``wide`` (``None``: unfiltered); an unknown output rate counts as wide.
+
+    Args:
+        sample_rate: the decoder's.
+        narrow, wide: postfilter entries (formant or spectral-mask; at most one of them learned).
+        narrow_max_rate_hz: the highest output sample rate that is narrow band.
+    """
+
+    def __init__(self, sample_rate: int, narrow: dict[str, Any], wide: dict[str, Any] | None = None,
+                 narrow_max_rate_hz: int = 8000) -> None:
+        if any(isinstance(e, dict) and e.get("name") == "by-bandwidth" for e in (narrow, wide)):
+            raise ValueError("by-bandwidth postfilters do not nest")
+        self.sample_rate, self.narrow_max_rate_hz = int(sample_rate), int(narrow_max_rate_hz)
+        if not 0 < self.narrow_max_rate_hz < self.sample_rate:
+            raise ValueError(f"narrow_max_rate_hz must be in (0, {self.sample_rate}), got {narrow_max_rate_hz}")
+        self.narrow = build_postfilter(narrow, self.sample_rate)
+        self.wide = build_postfilter(wide, self.sample_rate)
+        if self.narrow is None or sum(isinstance(p, SpectralMaskPostfilter) for p in (self.narrow, self.wide)) > 1:
+            raise ValueError("a by-bandwidth postfilter needs a narrow-band stage and at most one learned stage")
+        self.name = "by-bandwidth"
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": {"narrow": self.narrow.config(),
+                                              "wide": None if self.wide is None else self.wide.config(),
+                                              "narrow_max_rate_hz": self.narrow_max_rate_hz}}
+
+    def __call__(self, x: Tensor, rate_kbps: float | None = None, output_rate_hz: int | None = None) -> Tensor:
+        narrow = output_rate_hz is not None and output_rate_hz <= self.narrow_max_rate_hz
+        stage = self.narrow if narrow else self.wide
+        return x if stage is None else stage(x, rate_kbps=rate_kbps, output_rate_hz=output_rate_hz)
+
+
+Postfilter = FormantPostfilter | SpectralMaskPostfilter | BandwidthPostfilter
+
+
+def learned_stage(postfilter: "Postfilter | None") -> SpectralMaskPostfilter | None:
+    """The learned stage of a postfilter (whose weights are :data:`POSTFILTER_FILE`), if it has one."""
+    if isinstance(postfilter, BandwidthPostfilter):
+        return next((p for p in (postfilter.narrow, postfilter.wide) if isinstance(p, SpectralMaskPostfilter)), None)
+    return postfilter if isinstance(postfilter, SpectralMaskPostfilter) else None
+
+
+def build_postfilter(entry: Any, sample_rate: int | None) -> "Postfilter | None":
     """The postfilter of a model config's ``postfilter`` entry (``None`` without one)."""
     return POSTFILTERS.from_entry(entry, sample_rate)

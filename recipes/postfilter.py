@@ -98,7 +98,7 @@ def _pairs(args: argparse.Namespace) -> None:
 class Pairs:
     """The clips of ``pairs`` files, for random crops: ``decoded``, ``reference`` float16 ``(total,)``."""
 
-    def __init__(self, paths: list[Path], holdout: float, seed: int) -> None:
+    def __init__(self, paths: list[Path], holdout: float, seed: int, band: str | None = None) -> None:
         dec, ref, lengths, kbps, names = [], [], [], [], []
         for path in paths:
             with np.load(path) as z:
@@ -108,7 +108,12 @@ class Pairs:
         self.decoded, self.reference = np.concatenate(dec), np.concatenate(ref)
         self.lengths, self.kbps, self.names = np.concatenate(lengths), np.concatenate(kbps), np.concatenate(names)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
-        order = np.random.default_rng(seed).permutation(len(self.lengths))
+        keep = np.arange(len(self.lengths))
+        if band is not None:  # only the pairs coded from that band ("nb": telephone, "wb": the rest)
+            keep = np.array([i for i, n in enumerate(self.names) if str(n).split("|")[2] == band], dtype=np.int64)
+            if not len(keep):
+                raise SystemExit(f"no {band} pairs in {', '.join(map(str, paths))}")
+        order = keep[np.random.default_rng(seed).permutation(len(keep))]
         n_hold = max(1, int(holdout * len(order)))
         self.held, self.train = np.sort(order[:n_hold]), np.sort(order[n_hold:])
 
@@ -156,7 +161,7 @@ def _train(args: argparse.Namespace) -> None:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    data = Pairs(args.pairs, args.holdout, args.seed)
+    data = Pairs(args.pairs, args.holdout, args.seed, args.band)
     sr = data.sample_rate
     pf = SpectralMaskPostfilter(sr, n_fft=args.n_fft, hop=args.hop, hidden=args.hidden, blocks=args.blocks,
                                 kernel=args.kernel, max_gain=args.max_gain)
@@ -233,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--kernel", type=int, default=5)
     t.add_argument("--max-gain", type=float, default=2.0)
     t.add_argument("--holdout", type=float, default=0.03)
+    t.add_argument("--band", choices=("nb", "wb"), default=None, help="train on the telephone (nb) or other (wb) pairs only")
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)

@@ -26,6 +26,8 @@ DOCS = ROOT / "docs" / "eval"
 # the requests of the speech evaluations; 1.4kbps is the rate of Codec2's 1300 and 1400 bit/s
 # files, so that each Codec2 mode has a request at its own rate (the reports made before it lack it)
 SPEECH_RATES = "1.2kbps,1.4kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
+# from audio-v11 on also 0.8kbps, the rate of Codec2's 700C files (0.81 kbps), which had no request at or below it
+LOW_SPEECH_RATES = "0.8kbps," + SPEECH_RATES
 EARLIER_SPEECH_RATES = "1.2kbps,1.6kbps,2.4kbps,3.2kbps,6kbps,12kbps"
 MUSIC_RATES = "1.5kbps,3kbps,6kbps,12kbps"
 IMAGE_POINTS = "k4-n1,k16-n1,k64-n1,k256-n1,k256-n2,k256-n3,k256-n4"
@@ -40,11 +42,11 @@ def image_evals(model: str) -> dict[str, list[str]]:
             f"{model}-photos-targets": [*photos, "--rates", IMAGE_TARGETS]}
 
 
-def speech_evals(model: str) -> dict[str, list[str]]:
+def speech_evals(model: str, rates: str = SPEECH_RATES) -> dict[str, list[str]]:
     """``<model>-speech`` and ``<model>-telephone`` (the same clips at 8 kHz) at the speech requests."""
     speech = ["data/eval/speech", "-m", model, "--min-seconds", "2"]
-    return {f"{model}-speech": [*speech, "--rates", SPEECH_RATES],
-            f"{model}-telephone": [*speech, "--sample-rate", "8000", "--rates", SPEECH_RATES]}
+    return {f"{model}-speech": [*speech, "--rates", rates],
+            f"{model}-telephone": [*speech, "--sample-rate", "8000", "--rates", rates]}
 
 
 def music_eval(model: str) -> list[str]:
@@ -57,6 +59,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v3"),
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
+    # audio-v11: audio-v9 with the learned spectral-mask postfilter before its formant and pitch stages
+    **speech_evals("audio-v11", LOW_SPEECH_RATES), "audio-v11-music": music_eval("audio-v11"),
     # audio-v10: audio-v9 with the pitch stage's gain of G.729 (0.5 instead of 0.25)
     **speech_evals("audio-v10"), "audio-v10-music": music_eval("audio-v10"),
     # audio-v9: audio-v7 with the formant postfilter and its long-term (pitch) stage (music: with it, as decoded by default)

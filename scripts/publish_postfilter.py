@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from codec.hub import BUNDLED_DIR, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
-from codec.postfilter import POSTFILTER_FILE, FormantPostfilter, SpectralMaskPostfilter  # noqa: E402
+from codec.postfilter import (POSTFILTER_FILE, BandwidthPostfilter, FormantPostfilter, SpectralMaskPostfilter,  # noqa: E402
+                              learned_stage)
 from scripts.remeasure_model import CARD, SECTION, load_published, publish_copy, reload_unchanged  # noqa: E402
 
 
@@ -55,8 +56,10 @@ def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
     ]
 
 
-def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[str, str]) -> list[str]:
-    """The card's "Postfilter" section of a learned postfilter."""
+def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[str, str],
+                 wide: FormantPostfilter | None = None) -> list[str]:
+    """The card's "Postfilter" section of a learned postfilter (``wide``: only narrow-band output
+    gets it, the rest this formant postfilter)."""
     net = postfilter.config()["kwargs"]
     lines = [
         "## Postfilter", "",
@@ -75,6 +78,11 @@ def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[
         lines[-1] += (f" Then the formant postfilter `A(z/{then.gamma_num:g}) / A(z/{then.gamma_den:g})` at strength "
                       f"{then.strength:g}" + (f" and its pitch stage at gain {then.pitch_gain:g}" if then.pitch_gain > 0 else "")
                       + " (as `audio-v9`'s).")
+    if wide is not None:
+        lines[-1] += (" Only signals returned at 8 kHz or less (telephone speech: the file's source sample rate) get it; "
+                      f"every other signal gets the formant postfilter `A(z/{wide.gamma_num:g}) / A(z/{wide.gamma_den:g})` "
+                      f"at strength {wide.strength:g}" + (f" and its pitch stage at gain {wide.pitch_gain:g}" if wide.pitch_gain > 0 else "")
+                      + " (`codec.postfilter.BandwidthPostfilter`).")
     lines[-1] += (" It costs no bits; `vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the "
                   f"decoder's own output, which is `{source}`'s. The rate table below is of that output.")
     return [*lines, ""]
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pitch-gain", type=float, default=0.0, help="the long-term (pitch) stage's gain (0: none)")
     ap.add_argument("--mask", type=Path, default=None, help="a learned postfilter's weights (recipes/postfilter.py train)")
     ap.add_argument("--then-formant", action="store_true", help="with --mask: the formant postfilter follows it")
+    ap.add_argument("--narrow-band-only", action="store_true",
+                    help="with --mask: learned stage for output at <= 8 kHz only, the formant postfilter for the rest")
     ap.add_argument("--description", default=None, help="the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR)
     args = ap.parse_args(argv)
@@ -111,9 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
             with safe_open(str(args.mask), "pt") as f:
                 trained = dict(f.metadata() or {})
             stored = json.loads(trained.get("config", "{}")).get("kwargs", {})
-            postfilter = SpectralMaskPostfilter(int(model.sample_rate), **stored,
-                                                then=postfilter.config() if args.then_formant else None)
-            postfilter.load_weights(load_file(str(args.mask)))
+            formant = postfilter
+            mask = SpectralMaskPostfilter(int(model.sample_rate), **stored,
+                                          then=formant.config() if args.then_formant else None)
+            postfilter = mask
+            if args.narrow_band_only:
+                postfilter = BandwidthPostfilter(int(model.sample_rate), narrow=mask.config(), wide=formant.config())
+            learned_stage(postfilter).load_weights(load_file(str(args.mask)))
     except (ValueError, OSError, json.JSONDecodeError) as err:
         raise SystemExit(f"postfilter: {err}") from None
     description = args.description or f"{args.name} with a decoder postfilter"
@@ -122,18 +136,22 @@ def main(argv: list[str] | None = None) -> dict:
         config["name"] = args.publish_as  # the files it writes name the new model
         config["postfilter"] = postfilter.config()
         (staging / CONFIG_FILE).write_text(config_text(config))
-        if isinstance(postfilter, SpectralMaskPostfilter):
+        if (learned := learned_stage(postfilter)) is not None:
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().contiguous() for k, v in postfilter.net.state_dict().items()},
+            save_file({k: v.detach().contiguous() for k, v in learned.net.state_dict().items()},
                       str(staging / POSTFILTER_FILE), metadata={"step": trained.get("step", "")})
             published["postfilter_sha256"] = file_sha256(staging / POSTFILTER_FILE)  # the index entry publish_copy writes
         card = (staging / CARD).read_text()
         at = card.find(SECTION)
         if at < 0:
             raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
-        section = (mask_section(args.name, postfilter, trained) if isinstance(postfilter, SpectralMaskPostfilter)
-                   else postfilter_section(args.name, postfilter))
+        if isinstance(postfilter, BandwidthPostfilter):
+            section = mask_section(args.name, learned_stage(postfilter), trained, wide=postfilter.wide)
+        elif isinstance(postfilter, SpectralMaskPostfilter):
+            section = mask_section(args.name, postfilter, trained)
+        else:
+            section = postfilter_section(args.name, postfilter)
         card = card[:at] + "\n".join(section) + "\n" + card[at:]
         (staging / CARD).write_text(card)
         loaded = reload_unchanged(staging, published, before)

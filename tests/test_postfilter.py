@@ -298,3 +298,36 @@ def test_publish_a_learned_postfilter_records_its_hash(tmp_path):
     assert "7 steps" in (weights / "audio-t2" / "MODEL_CARD.md").read_text()
     with pytest.raises(SystemExit, match="postfilter"):
         main(["audio-t1", "--publish-as", "audio-t3", "--mask", str(tmp_path / "missing.safetensors"), "--weights-dir", str(weights)])
+
+
+def test_a_bandwidth_postfilter_filters_narrow_band_output_with_its_own_stage(tmp_path):
+    from codec.files import compress_signal, decompress
+    from codec.postfilter import BandwidthPostfilter, learned_stage
+
+    mask = trained_like_mask()
+    formant = {"name": "formant", "kwargs": {"strength": 0.5}}
+    pf = BandwidthPostfilter(24000, narrow=mask.config(), wide=formant)
+    learned_stage(pf).load_weights(mask.net.state_dict())
+    x = ar_signal(0.5)
+    torch.testing.assert_close(pf(x, 1.2, output_rate_hz=8000), mask(x, 1.2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(pf(x, 1.2, output_rate_hz=16000), pf.wide(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(pf(x, 1.2), pf.wide(x), atol=1e-6, rtol=0)  # unknown: wide
+    assert build_postfilter(pf.config(), 24000).config() == pf.config()
+    for bad in ({"narrow": None}, {"narrow": mask.config(), "wide": mask.config()},
+                {"narrow": pf.config()}, {"narrow": formant, "narrow_max_rate_hz": 24000}):
+        with pytest.raises(ValueError):
+            BandwidthPostfilter(24000, **bad)
+
+    model = codec_with_postfilter(pf.config())
+    model.postfilter = pf
+    model.save(tmp_path / "m", name="audio-bw")
+    loaded = Codec.load(tmp_path / "m")
+    for rate_hz in (8000, 16000):
+        sig = torch.from_numpy(scipy.signal.resample_poly(ar_signal(1.0).numpy(), rate_hz, 24000)).float()[None]
+        data = compress_signal(sig, rate="n3", model=loaded, sample_rate=rate_hz).data
+        raw, _ = loaded.decompress(data, postfilter=False)
+        filtered, _ = loaded.decompress(data)
+        stage = mask if rate_hz == 8000 else pf.wide
+        torch.testing.assert_close(filtered, stage(raw, loaded.select_rate("n3").rate), atol=1e-5, rtol=0)
+        y, meta = decompress(data, loaded)
+        assert meta["sample_rate"] == rate_hz and y.shape[-1] == sig.shape[-1]
