@@ -336,6 +336,16 @@ def _base_setting(setting: str) -> str:
     return setting.split(" (")[0].split(": cannot reach")[0]
 
 
+#: the second metric a baseline is paired on, beside the first (images: PSNR, then MS-SSIM; audio: PESQ, then STOI)
+_SECONDARY = {"psnr": "ms_ssim", "pesq": "stoi"}
+
+
+def _diffs(pairs: list[tuple[Row, Row]], metric: str) -> list[float]:
+    """Ours minus the baseline's ``metric`` over ``(ours, baseline)`` row pairs where both are known."""
+    vals = [(a.metrics.get(metric, float("nan")), b.metrics.get(metric, float("nan"))) for a, b in pairs]
+    return [a - b for a, b in vals if not (math.isnan(a) or math.isnan(b))]
+
+
 def _summary(rows: list[Row]) -> list[dict[str, Any]]:
     """Means per (codec, setting), in the order settings first appear; NaN-free means.
 
@@ -343,7 +353,8 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
     and ``delta``: the mean of ours minus it in the first quality metric (PSNR, else PESQ) over
     those same files — positive where ours is better. A fixed-rate baseline (Opus at 6 kbps, a
     Codec2 mode) is compared per file with our best evaluated point whose real rate is not above
-    its own (``delta`` over the files where such a point exists, ``paired`` of them).
+    its own (``delta`` over the files where such a point exists, ``paired`` of them). The second
+    metric (MS-SSIM, STOI) is paired the same way, as ``delta_<metric>``.
     """
     groups: dict[tuple[str, str], list[Row]] = {}
     ours: dict[tuple[str, str], Row] = {}
@@ -352,6 +363,9 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
         if r.codec == "vqcodec":
             ours[(r.file, _base_setting(r.setting))] = r
     primary = next((m for m in ("psnr", "pesq") if any(m in r.metrics for r in rows)), None)
+    secondary = _SECONDARY.get(primary or "")
+    if not any(secondary in r.metrics for r in rows):
+        secondary = None
     out = []
     for (codec, setting), rs in groups.items():
         ok = [r for r in rs if not math.isnan(r.rate)]
@@ -370,11 +384,13 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
                     cands = [o for (f, _), o in ours.items() if f == r.file and o.rate <= r.rate * (1 + 1e-9)]
                     mine = max(cands, key=lambda o: o.rate, default=None)
                 if mine is not None:
-                    pairs.append((mine.metrics.get(primary, float("nan")), r.metrics.get(primary, float("nan"))))
-            diffs = [a - b for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+                    pairs.append((mine, r))
+            diffs = _diffs(pairs, primary)
             if diffs:
                 entry["delta"] = float(np.mean(diffs))
                 entry["paired"] = len(diffs)
+                if secondary and (more := _diffs(pairs, secondary)):
+                    entry[f"delta_{secondary}"] = float(np.mean(more))
         out.append(entry)
     return out
 
@@ -403,7 +419,9 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
                   f"the baseline's, minus the baseline's {primary}; the mean over the files where such a point "
                   f"exists (`n=`). Positive: ours is better at no more bits.")
     md.append("")
-    extra = [f"ours - it ({primary})"] if deltas else []
+    secondary = _SECONDARY.get(primary)
+    second = deltas and secondary in metric_names and any(f"delta_{secondary}" in e for e in summary)
+    extra = ([f"ours - it ({primary})"] if deltas else []) + ([f"ours - it ({secondary})"] if second else [])
     md.append("| codec | setting | files | " + unit + " | " + " | ".join(metric_names + extra) + " |")
     md.append("|---|---|---:|---:|" + "---:|" * (len(metric_names) + len(extra)))
     for e in summary:
@@ -412,6 +430,9 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
         if deltas:
             paired = f" (n={e['paired']})" if "delta" in e and e["paired"] != e["files"] else ""
             vals.append(f"{e['delta']:+.2f}{paired}" if "delta" in e else "-")
+        if second:
+            key = f"delta_{secondary}"
+            vals.append(f"{e[key]:+.3f}" if key in e else "-")
         rate = "-" if math.isnan(e["rate"]) else f"{e['rate']:.4g}"
         md.append(f"| {e['codec']} | {e['setting']} | {files} | {rate} | {' | '.join(vals)} |")
     md_path = folder / "summary.md"

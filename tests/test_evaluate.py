@@ -53,6 +53,7 @@ def test_image_eval_writes_csv_markdown_and_plot(model_dirs, image_dir, tmp_path
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| vqcodec | n1 |" in summary and "jpeg" in summary
     assert "ours - it (psnr)" in summary  # size-matched baselines are compared on the same files
+    assert "ours - it (ms_ssim)" in summary
     assert (tmp_path / "report" / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -107,6 +108,7 @@ def test_audio_eval_with_opus_and_codec2(model_dirs, speech_dir, tmp_path):
     assert any(r["codec"] == "opus" for r in rows)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "ours - it (pesq)" in summary  # fixed-rate baselines are paired with our point at no more bits
+    assert "ours - it (stoi)" in summary  # ... in both measures
 
 
 def test_bad_eval_requests(model_dirs, image_dir, tmp_path):
