@@ -75,9 +75,12 @@ def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[
     ]
     if postfilter.then is not None:
         then = postfilter.then
-        lines[-1] += (f" Then the formant postfilter `A(z/{then.gamma_num:g}) / A(z/{then.gamma_den:g})` at strength "
-                      f"{then.strength:g}" + (f" and its pitch stage at gain {then.pitch_gain:g}" if then.pitch_gain > 0 else "")
-                      + " (as `audio-v9`'s).")
+        if then.strength == 0:
+            lines[-1] += f" Then the long-term (pitch) postfilter of `codec.postfilter.FormantPostfilter` at gain {then.pitch_gain:g}."
+        else:
+            lines[-1] += (f" Then the formant postfilter `A(z/{then.gamma_num:g}) / A(z/{then.gamma_den:g})` at strength "
+                          f"{then.strength:g}" + (f" and its pitch stage at gain {then.pitch_gain:g}" if then.pitch_gain > 0 else "")
+                          + ".")
     if wide is not None:
         lines[-1] += (" Only signals returned at 8 kHz or less (telephone speech: the file's source sample rate) get it; "
                       f"every other signal gets the formant postfilter `A(z/{wide.gamma_num:g}) / A(z/{wide.gamma_den:g})` "
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pitch-gain", type=float, default=0.0, help="the long-term (pitch) stage's gain (0: none)")
     ap.add_argument("--mask", type=Path, default=None, help="a learned postfilter's weights (recipes/postfilter.py train)")
     ap.add_argument("--then-formant", action="store_true", help="with --mask: the formant postfilter follows it")
+    ap.add_argument("--then-strength", type=float, default=None,
+                    help="with --then-formant: that stage's formant strength (default --strength; 0: its pitch stage alone)")
     ap.add_argument("--narrow-band-only", action="store_true",
                     help="with --mask: learned stage for output at <= 8 kHz only, the formant postfilter for the rest")
     ap.add_argument("--description", default=None, help="the new model's index description")
@@ -122,8 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
                 trained = dict(f.metadata() or {})
             stored = json.loads(trained.get("config", "{}")).get("kwargs", {})
             formant = postfilter
+            then = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
+                                     strength=args.strength if args.then_strength is None else args.then_strength,
+                                     pitch_gain=args.pitch_gain)
             mask = SpectralMaskPostfilter(int(model.sample_rate), **stored,
-                                          then=formant.config() if args.then_formant else None)
+                                          then=then.config() if args.then_formant else None)
             postfilter = mask
             if args.narrow_band_only:
                 postfilter = BandwidthPostfilter(int(model.sample_rate), narrow=mask.config(), wide=formant.config())
