@@ -209,6 +209,28 @@ def test_the_bundled_audio_v10_is_audio_v9_with_g729s_pitch_gain():
     assert (y10 - raw).square().sum() > (y9 - raw).square().sum() > 0
 
 
+def test_the_bundled_audio_v11_filters_telephone_output_with_its_net_and_the_rest_as_audio_v9():
+    from codec.files import compress_signal, decompress
+    from codec.hub import load_model
+    from codec.postfilter import BandwidthPostfilter, SpectralMaskPostfilter
+
+    v9, v11 = load_model("audio-v9"), load_model("audio-v11")
+    assert v11.weights_sha256() == v9.weights_sha256() and v11.target_points == v9.target_points
+    pf = v11.postfilter
+    assert isinstance(pf, BandwidthPostfilter) and isinstance(pf.narrow, SpectralMaskPostfilter) and pf.narrow.loaded
+    assert pf.wide.config() == v9.postfilter.config() and pf.narrow.then.strength == 0 and pf.narrow.then.pitch_gain == 0.25
+    for rate_hz in (8000, 16000):
+        x = torch.from_numpy(scipy.signal.resample_poly(ar_signal(2.0).numpy(), rate_hz, 24000)).float()[None]
+        a = compress_signal(x, rate="1.2kbps", model=v11, sample_rate=rate_hz)
+        b = compress_signal(x, rate="1.2kbps", model=v9, sample_rate=rate_hz)
+        assert read_container(a.data)[1] == read_container(b.data)[1]  # the same codes
+        y11, y9 = decompress(a.data, v11)[0], decompress(b.data, v9)[0]
+        if rate_hz == 8000:
+            assert (y11 - y9).abs().max() > 1e-3  # the net, not audio-v9's filter
+        else:
+            torch.testing.assert_close(y11, y9)
+
+
 # -- the learned (spectral-mask) postfilter ------------------------------------------------------
 def trained_like_mask(seed: int = 0, **kwargs) -> "SpectralMaskPostfilter":
     """A spectral-mask postfilter with random (not identity) weights, as if trained."""
