@@ -207,7 +207,7 @@ def _train(args: argparse.Namespace) -> None:
         opt.step()
         sched.step()
         if step % args.log_every == 0 or step == args.steps:
-            print(f"step {step} loss {float(loss):.4f} {parts} {time.time() - t0:.0f} s", flush=True)
+            print(f"step {step} loss {float(loss.detach()):.4f} {parts} {time.time() - t0:.0f} s", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             print(f"  held-out {held_loss()}", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
