@@ -221,7 +221,7 @@ class MaskNet(nn.Module):
         self.blocks = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=2 ** i, dilation=2 ** i) for i in range(blocks))
         self.out = nn.Conv1d(hidden, bins, 1)
         nn.init.zeros_(self.out.weight)
-        nn.init.constant_(self.out.bias, math.log(1.0 / (self.max_gain - 1.0)) if self.max_gain != 2.0 else 0.0)
+        nn.init.constant_(self.out.bias, math.log(1.0 / (self.max_gain - 1.0)))  # max_gain * sigmoid(bias) = 1
 
     def forward(self, log_power: Tensor, rate: Tensor) -> Tensor:
         feat = torch.cat([log_power, rate[:, None, None].expand(-1, 1, log_power.shape[-1])], 1)

@@ -67,6 +67,10 @@ def _pairs(args: argparse.Namespace) -> None:
     speech = audio_files(sorted(train.glob("speech-*")), args.clips, min_seconds=1.0)
     items: list[tuple[Path, float, float]] = [(p, 0.0, 0.0) for p in speech]
     music = sorted(p for p in train.glob("music-*/*") if p.is_file())
+    if args.music_segments and not music:
+        raise SystemExit(f"no music under {train}: pass --music-segments 0 or run scripts/get_data.sh")
+    if not speech:
+        raise SystemExit(f"no training speech under {train} (scripts/get_data.sh)")
     for i in range(args.music_segments):  # segments spread over the songs
         items.append((music[i % len(music)], 10.0 + 7.0 * (i // len(music)), args.music_seconds))
     rng = random.Random(args.seed)

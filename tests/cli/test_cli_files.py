@@ -290,3 +290,5 @@ def test_decompress_no_postfilter_returns_the_decoders_own_output(media, tmp_pat
     assert sr == 8000 and on.shape == off.shape == (8000,) and not np.allclose(on, off)
     out = run("rates", "-m", "audio-v8")
     assert out.exit_code == 0 and "postfilter" in out.output
+    out = run("rates", "-m", "audio-v11")  # a learned postfilter by output bandwidth: no strength to show
+    assert out.exit_code == 0 and "by-bandwidth" in out.output
