@@ -1,7 +1,8 @@
 """Finding models by name: the bundled ones, registered folders, or a path.
 
 A model is a folder written by :meth:`codec.model.Codec.save` (``config.json`` +
-``model.safetensors`` [+ ``entropy.safetensors``]). Names are looked up, in order, in
+``model.safetensors`` [+ ``entropy.safetensors``] [+ ``postfilter.safetensors``, a learned
+decoder postfilter]). Names are looked up, in order, in
 
 1. the folders listed in the environment variable ``VQCODEC_MODELS`` (``os.pathsep``-separated;
    each holds model folders; a model's name is the ``name`` in its ``config.json``, else its
@@ -9,8 +10,9 @@ A model is a folder written by :meth:`codec.model.Codec.save` (``config.json`` +
 2. the models bundled with the package under ``codec/weights/``.
 
 Bundled names are versioned (``image-v1``): ``codec/weights/index.json`` records each name's
-weights hash, its entropy tables' hash and the default per modality; a change of either is
-published under a new name, so every file ever written by a bundled model stays decodable.
+weights hash, its entropy tables' hash (and a learned postfilter's) and the default per modality;
+a change of any is published under a new name, so every file ever written by a bundled model
+stays decodable and decodes as it did.
 """
 
 from __future__ import annotations
