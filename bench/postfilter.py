@@ -36,7 +36,6 @@ from codec.files import compress_signal  # noqa: E402
 from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
 from codec.nets.audio import resample  # noqa: E402
-from codec.model import read_vqc  # noqa: E402
 from codec.postfilter import FormantPostfilter, SpectralMaskPostfilter  # noqa: E402
 
 DEFAULT_SETTINGS = (
@@ -56,14 +55,7 @@ def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostf
         name, _, kwargs = spec.partition("=")
         kw = json.loads(kwargs)
         if "mask" in kw:
-            from safetensors import safe_open
-            from safetensors.torch import load_file
-
-            with safe_open(kw["mask"], "pt") as f:
-                stored = json.loads(f.metadata()["config"])["kwargs"]
-            pf = SpectralMaskPostfilter(sample_rate, **{**stored, **{k: v for k, v in kw.items() if k != "mask"}})
-            pf.load_weights(load_file(kw["mask"]))
-            out[name] = pf
+            out[name] = SpectralMaskPostfilter.from_file(kw.pop("mask"), sample_rate, **kw)[0]
         else:
             out[name] = FormantPostfilter(sample_rate, **kw)
     return out
@@ -97,7 +89,7 @@ def main() -> None:
         sets["music"] = [(p, None) for p in other[:: max(1, len(other) // 6)]]
     scores: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     cost: dict[str, float] = {}  # seconds spent in each setting's filter
-    audio_seconds: dict[str, float] = {}
+    audio_seconds = 0.0  # of decoder output, which every setting filters
     for band, items in sets.items():
         for path, rate_hz in items:
             wav, meta = read_audio(path)
@@ -110,12 +102,11 @@ def main() -> None:
             for rate in args.rates.split(","):
                 out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
                 raw, _ = model.decompress(out.data, postfilter=False)  # (B=channels, 1, T) at the model's rate
-                kbps = model.select_rate(read_vqc(out.data)[0]["rate_point"]).rate
+                audio_seconds += raw.shape[-1] / sr_model
                 for name, pf in settings.items():
                     t0 = time.perf_counter()
-                    y = raw if pf is None else pf(raw, rate_kbps=kbps, output_rate_hz=sr)
+                    y = raw if pf is None else pf(raw, rate_kbps=out.point.rate, output_rate_hz=sr)
                     cost[name] = cost.get(name, 0.0) + time.perf_counter() - t0
-                    audio_seconds[name] = audio_seconds.get(name, 0.0) + raw.shape[-1] / sr_model
                     y = resample(y.reshape(-1, y.shape[-1]).mean(0), sr_model, sr)[: len(ref)]
                     q = audio_quality(ref, y.numpy().astype(np.float32), sr)
                     scores.setdefault((band, rate, name), []).append(q)
@@ -132,7 +123,7 @@ def main() -> None:
                "mel": round(float(np.mean([q["mel"] for q in qs])), 4),
                f"pesq_vs_{base}": round(float(np.mean(dp)), 4), "clips_better": int(sum(d > 0 for d in dp)),
                "stoi_vs_" + base: round(float(np.nanmean([a["stoi"] - b["stoi"] for a, b in zip(qs, ref)])), 4),
-               "filter_ms_per_audio_second": round(1000 * cost[name] / audio_seconds[name], 2)}
+               "filter_ms_per_audio_second": round(1000 * cost[name] / audio_seconds, 2)}
         rows.append(row)
         print(f"{band:9} {rate:8} {name:12} PESQ {row['pesq']:.3f} ({row[f'pesq_vs_{base}']:+.3f}, "
               f"{row['clips_better']}/{len(dp)} better)  STOI {row['stoi']:.4f} ({row['stoi_vs_' + base]:+.4f})  "

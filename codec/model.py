@@ -246,6 +246,8 @@ class ParsedFile:
     contexts: list[ColumnContexts | None] | None = None
     #: one band-energy chunk per tile when the file carries them (:mod:`codec.envelope`)
     envelope_chunks: list[bytes] | None = None
+    #: audio: the sample rate the signal is returned at (the source's), where the header says
+    output_rate_hz: int | None = None
 
 
 def _implied_tiles(shape: Any) -> dict[str, list[int]] | None:
@@ -1410,9 +1412,11 @@ class Codec(nn.Module):
         source = header.get("source", {})
         if not isinstance(source, dict):
             raise BitstreamError("header field 'source' must be an object")
+        source_rate = source.get("sample_rate") if self.modality == "audio" else None
         return ParsedFile(header=header, point=point, shape=tuple(shape), grid=grid, chunks=chunks,
                           tables=tables if coding == "range" else None, level_axis=self._has_level_axis(point),
-                          contexts=contexts, envelope_chunks=envelope_chunks)
+                          contexts=contexts, envelope_chunks=envelope_chunks,
+                          output_rate_hz=source_rate if _ints([source_rate]) else None)
 
     def _tile_geometry(self, channels: int, spans: tuple[tuple[int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Signal shape ``(1, C, *tile)`` of a tile and its size padded to the stride."""
@@ -1446,9 +1450,7 @@ class Codec(nn.Module):
             except ValueError as err:
                 raise BitstreamError(f"band energies of tile {index}: {err}") from None
         enc = EncodedCodes(codes=codes.to(device), point=parsed.point, shape=tile_shape, padded=padded, envelope=steps)
-        source_rate = parsed.header.get("source", {}).get("sample_rate") if self.modality == "audio" else None
-        output_rate_hz = source_rate if isinstance(source_rate, int) and not isinstance(source_rate, bool) else None
-        return self.decode(enc, postfilter, output_rate_hz).float().cpu()
+        return self.decode(enc, postfilter, parsed.output_rate_hz).float().cpu()
 
     @torch.no_grad()
     def decompress(self, data: bytes, postfilter: bool = True) -> tuple[Tensor, dict[str, Any]]:
@@ -1680,9 +1682,7 @@ class Codec(nn.Module):
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_c.replace(folder / CONFIG_FILE)
         if (learned := learned_stage(self.postfilter)) is not None:
-            tmp_p = folder / (POSTFILTER_FILE + ".tmp")
-            save_file({k: v.detach().contiguous().cpu() for k, v in learned.net.state_dict().items()}, str(tmp_p))
-            tmp_p.replace(folder / POSTFILTER_FILE)
+            learned.save_weights(folder / POSTFILTER_FILE)
         if self.entropy_tables:
             tmp_e = folder / (ENTROPY_FILE + ".tmp")
             tensors, meta = _entropy_state(self.entropy_tables, self.context_tables)

@@ -23,7 +23,9 @@ purpose); on music PESQ falls, so the CLI's ``decompress --no-postfilter`` leave
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -238,8 +240,8 @@ class SpectralMaskPostfilter:
     postfilters of Opus 1.5, LACE and NoLACE, play the same part for its low-rate speech modes).
 
     Trained on pairs of (decoder output, original) of training speech and music at the model's
-    rates (``recipes/postfilter.py``), to bring the compressed magnitudes ``|X|^0.3`` and the
-    log-mel spectrum of the decoder's output to the original's. ``then``: a formant postfilter
+    rates (``recipes/postfilter.py``), to bring the compressed magnitudes ``|X|^0.3`` of the
+    decoder's output and a PESQ-like loudness disturbance to the original's. ``then``: a formant postfilter
     entry (:class:`FormantPostfilter`'s config) applied after the mask. The network's weights
     live in the model folder's :data:`POSTFILTER_FILE` (:meth:`load_weights`); until they are
     loaded the filter refuses to run.
@@ -276,6 +278,31 @@ class SpectralMaskPostfilter:
             kwargs["then"] = self.then.config()
         return {"name": self.name, "kwargs": kwargs}
 
+    @classmethod
+    def from_file(cls, path: str | Path, sample_rate: int, **overrides: Any) -> tuple["SpectralMaskPostfilter", dict[str, str]]:
+        """A postfilter rebuilt from a weights file of :meth:`save_weights` (its stored config, with
+        ``overrides`` such as ``then``) and the file's metadata."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), "pt") as f:
+            metadata = dict(f.metadata() or {})
+        stored = json.loads(metadata.get("config", "{}")).get("kwargs", {})
+        pf = cls(sample_rate, **{**stored, **overrides})
+        pf.load_weights(load_file(str(path)))
+        return pf, metadata
+
+    def save_weights(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        """Write the net's tensors to ``path`` (safetensors, via a temporary file), with this
+        postfilter's config and ``metadata`` in the file's metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, str(tmp),
+                  metadata={"config": json.dumps(self.config()), **(metadata or {})})
+        tmp.replace(path)
+
     def load_weights(self, tensors: dict[str, Tensor]) -> None:
         """Load :class:`MaskNet`'s tensors (e.g. :data:`POSTFILTER_FILE`'s); shapes must match."""
         expected = self.net.state_dict()
@@ -289,16 +316,13 @@ class SpectralMaskPostfilter:
         """The rate input of the net: ``log2(kbps / 2)`` (0 at 2 kbps)."""
         return torch.log2(torch.as_tensor(rate_kbps, dtype=torch.float32).clamp_min(0.1) / 2.0)
 
-    def spectrum(self, flat: Tensor) -> Tensor:
-        window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
-        return torch.stft(flat, self.n_fft, self.hop, window=window, center=True, pad_mode="constant", return_complex=True)
-
     def masked(self, flat: Tensor, rate: Tensor) -> Tensor:
         """The masked rows ``(B, T)`` (differentiable: the training step calls it); ``rate`` ``(B,)``
         of :meth:`rate_feature`."""
-        spec = self.spectrum(flat)  # (B, F, N)
-        gain = self.net(torch.log(spec.real.square() + spec.imag.square() + 1e-9), rate)
         window = torch.hann_window(self.n_fft, dtype=flat.dtype, device=flat.device)
+        spec = torch.stft(flat, self.n_fft, self.hop, window=window, center=True, pad_mode="constant",
+                          return_complex=True)  # (B, F, N)
+        gain = self.net(torch.log(spec.real.square() + spec.imag.square() + 1e-9), rate)
         return torch.istft(spec * gain, self.n_fft, self.hop, window=window, center=True, length=flat.shape[-1])
 
     def __call__(self, x: Tensor, rate_kbps: float | None = None, output_rate_hz: int | None = None) -> Tensor:
@@ -310,8 +334,7 @@ class SpectralMaskPostfilter:
             return x
         shape, dtype = x.shape, x.dtype
         flat = x.reshape(-1, shape[-1]).float()
-        net = self.net.to(flat.device)
-        self.net = net
+        self.net.to(flat.device)  # in place; a no-op once there
         with torch.no_grad():
             rate = self.rate_feature(2.0 if rate_kbps is None else rate_kbps).to(flat.device).expand(flat.shape[0])
             y = self.masked(flat, rate)

@@ -32,8 +32,6 @@ safetensors are needed.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import random
 import sys
 import time
@@ -54,7 +52,6 @@ def _pairs(args: argparse.Namespace) -> None:
     from codec.files import compress_signal
     from codec.hub import load_model
     from codec.io import read_audio
-    from codec.model import read_vqc
     from codec.nets.audio import resample
 
     torch.set_grad_enabled(False)
@@ -93,11 +90,10 @@ def _pairs(args: argparse.Namespace) -> None:
         out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
         raw, _ = model.decompress(out.data, postfilter=False)
         ref = resample(wav, sr, sr_model)[..., : raw.shape[-1]]
-        point = read_vqc(out.data)[0]["rate_point"]
         decoded.append(raw.reshape(-1)[: ref.shape[-1]].numpy().astype(np.float16))
         refs.append(ref.reshape(-1).numpy().astype(np.float16))
-        kbps.append(float(model.measured_rates.get(point, 0.0)))
-        names.append(f"{path.name}|{rate}|{'nb' if phone else 'wb'}|{point}")
+        kbps.append(float(out.point.rate))  # the rate the decoder gives its postfilter
+        names.append(f"{path.name}|{rate}|{'nb' if phone else 'wb'}|{out.point.name}")
         seconds += ref.shape[-1] / sr_model
         if len(names) % 50 == 0:
             print(f"{len(names)} clips, {seconds / 60:.1f} min, {time.time() - t0:.0f} s", flush=True)
@@ -168,8 +164,6 @@ class MaskLoss(torch.nn.Module):
 
 
 def _train(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
     from codec.postfilter import SpectralMaskPostfilter
 
     torch.manual_seed(args.seed)
@@ -215,10 +209,7 @@ def _train(args: argparse.Namespace) -> None:
         if step % args.eval_every == 0 or step == args.steps:
             print(f"  held-out {held_loss()}", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".tmp")
-            save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                      metadata={"config": json.dumps(pf.config()), "step": str(step)})
-            tmp.replace(args.out)
+            pf.save_weights(args.out, {"step": str(step)})
     print(f"wrote {args.out}")
 
 

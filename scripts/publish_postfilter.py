@@ -56,6 +56,14 @@ def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
     ]
 
 
+def formant_words(pf: FormantPostfilter) -> str:
+    """A formant postfilter's setting in a few words, for the card."""
+    if pf.strength == 0:
+        return f"the long-term (pitch) postfilter of `codec.postfilter.FormantPostfilter` at gain {pf.pitch_gain:g}"
+    return (f"the formant postfilter `A(z/{pf.gamma_num:g}) / A(z/{pf.gamma_den:g})` at strength {pf.strength:g}"
+            + (f" and its pitch stage at gain {pf.pitch_gain:g}" if pf.pitch_gain > 0 else ""))
+
+
 def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[str, str],
                  wide: FormantPostfilter | None = None) -> list[str]:
     """The card's "Postfilter" section of a learned postfilter (``wide``: only narrow-band output
@@ -74,18 +82,10 @@ def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[
         f"to the original's.",
     ]
     if postfilter.then is not None:
-        then = postfilter.then
-        if then.strength == 0:
-            lines[-1] += f" Then the long-term (pitch) postfilter of `codec.postfilter.FormantPostfilter` at gain {then.pitch_gain:g}."
-        else:
-            lines[-1] += (f" Then the formant postfilter `A(z/{then.gamma_num:g}) / A(z/{then.gamma_den:g})` at strength "
-                          f"{then.strength:g}" + (f" and its pitch stage at gain {then.pitch_gain:g}" if then.pitch_gain > 0 else "")
-                          + ".")
+        lines[-1] += f" Then {formant_words(postfilter.then)}."
     if wide is not None:
         lines[-1] += (" Only signals returned at 8 kHz or less (telephone speech: the file's source sample rate) get it; "
-                      f"every other signal gets the formant postfilter `A(z/{wide.gamma_num:g}) / A(z/{wide.gamma_den:g})` "
-                      f"at strength {wide.strength:g}" + (f" and its pitch stage at gain {wide.pitch_gain:g}" if wide.pitch_gain > 0 else "")
-                      + " (`codec.postfilter.BandwidthPostfilter`).")
+                      f"every other signal gets {formant_words(wide)} (`codec.postfilter.BandwidthPostfilter`).")
     lines[-1] += (" It costs no bits; `vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the "
                   f"decoder's own output, which is `{source}`'s. The rate table below is of that output.")
     return [*lines, ""]
@@ -115,27 +115,23 @@ def main(argv: list[str] | None = None) -> dict:
     if model.postfilter is not None:
         raise SystemExit(f"{args.name} already has a postfilter")
     trained: dict[str, str] = {}
-    try:
-        postfilter: FormantPostfilter | SpectralMaskPostfilter = FormantPostfilter(
-            int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den, strength=args.strength,
-            pitch_gain=args.pitch_gain)
-        if args.mask is not None:
-            from safetensors import safe_open
-            from safetensors.torch import load_file
+    sample_rate = int(model.sample_rate)
 
-            with safe_open(str(args.mask), "pt") as f:
-                trained = dict(f.metadata() or {})
-            stored = json.loads(trained.get("config", "{}")).get("kwargs", {})
-            formant = postfilter
-            then = FormantPostfilter(int(model.sample_rate), gamma_num=args.gamma_num, gamma_den=args.gamma_den,
-                                     strength=args.strength if args.then_strength is None else args.then_strength,
-                                     pitch_gain=args.pitch_gain)
-            mask = SpectralMaskPostfilter(int(model.sample_rate), **stored,
-                                          then=then.config() if args.then_formant else None)
+    def formant(strength: float) -> FormantPostfilter:
+        return FormantPostfilter(sample_rate, gamma_num=args.gamma_num, gamma_den=args.gamma_den, strength=strength,
+                                 pitch_gain=args.pitch_gain)
+
+    try:
+        wide = formant(args.strength)
+        postfilter: FormantPostfilter | SpectralMaskPostfilter | BandwidthPostfilter = wide
+        if args.mask is not None:
+            then = formant(args.strength if args.then_strength is None else args.then_strength)
+            mask, trained = SpectralMaskPostfilter.from_file(args.mask, sample_rate,
+                                                             then=then.config() if args.then_formant else None)
             postfilter = mask
             if args.narrow_band_only:
-                postfilter = BandwidthPostfilter(int(model.sample_rate), narrow=mask.config(), wide=formant.config())
-            learned_stage(postfilter).load_weights(load_file(str(args.mask)))
+                postfilter = BandwidthPostfilter(sample_rate, narrow=mask.config(), wide=wide.config())
+                postfilter.narrow = mask  # the loaded net itself, not a new one from its config
     except (ValueError, OSError, json.JSONDecodeError) as err:
         raise SystemExit(f"postfilter: {err}") from None
     description = args.description or f"{args.name} with a decoder postfilter"
@@ -145,10 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         config["postfilter"] = postfilter.config()
         (staging / CONFIG_FILE).write_text(config_text(config))
         if (learned := learned_stage(postfilter)) is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous() for k, v in learned.net.state_dict().items()},
-                      str(staging / POSTFILTER_FILE), metadata={"step": trained.get("step", "")})
+            learned.save_weights(staging / POSTFILTER_FILE, {"step": trained.get("step", "")})
             published["postfilter_sha256"] = file_sha256(staging / POSTFILTER_FILE)  # the index entry publish_copy writes
         card = (staging / CARD).read_text()
         at = card.find(SECTION)
