@@ -62,6 +62,9 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str]) -> tuple[list[
         if raw == "-":
             items.append(Item("-", Path("stdin")))
             continue
+        if not raw.strip():  # Path("") is the working folder: an empty argument (an unset variable) is no input
+            items.append(Item(raw, Path("empty"), error="an input is an empty string"))
+            continue
         p = Path(raw)
         if p.is_dir():
             many = True

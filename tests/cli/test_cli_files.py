@@ -97,6 +97,8 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing(model_dirs, media, tmp_path):
     before = set(files(tmp_path))
     cases = [
         (["compress", tmp_path / "missing.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "no such file"),
+        (["compress", "", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "empty string"),  # not the working folder
+        (["decompress", " ", "-o", tmp_path / "o.wav", "-m", a], "empty string"),
         (["compress", tmp_path / "notes.txt", "-o", tmp_path / "o.vqc", "--rate", "max"], "unsupported file type"),
         (["compress", tmp_path / "empty.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "empty audio"),
         (["compress", tmp_path / "nan.wav", "-o", tmp_path / "o.vqc", "--rate", "max", "-m", a], "NaN or infinite"),
