@@ -252,13 +252,13 @@ def compress(
         raise typer.Exit(1)
 
 
-def _default_suffix(item: Item, fmt: Optional[str]) -> str:
+def _default_suffix(item: Item, fmt: Optional[str], model: Any = None) -> str:
     if fmt:
         return "." + fmt.lower().lstrip(".")
     try:
         from codec.files import read_vqc_header
 
-        header = read_vqc_header(Path(item.input).read_bytes()) if item.input != "-" else {}
+        header = read_vqc_header(Path(item.input).read_bytes(), model) if item.input != "-" else {}
     except (OSError, ValueError):
         return ".out"  # the job reports the real problem
     source = header.get("source", {}) if isinstance(header.get("source"), dict) else {}
@@ -290,8 +290,8 @@ def decompress(
     items, many = _guard(debug, expand_inputs, inputs, (".vqc",))
     if output == "-" and not format:
         _fail("-o - (standard output) needs --format")
-    _guard(debug, plan_outputs, items, output, many, lambda item: _default_suffix(item, format))
     fixed = _guard(debug, load_model, model, dev) if model is not None else None
+    _guard(debug, plan_outputs, items, output, many, lambda item: _default_suffix(item, format, fixed))
 
     def job(item: Item, tick: Callable[[float], None]) -> Any:
         data = _read_stdin() if item.input == "-" else None
@@ -314,22 +314,32 @@ def decompress(
         raise typer.Exit(1)
 
 
-def _file_info(path: str) -> dict[str, Any]:
-    from codec.files import read_vqc_header
+def _file_info(path: str, model: Any = None) -> dict[str, Any]:
+    from codec.files import ModelUnavailable, read_vqc_header
     from codec.io import InputError
+    from codec.model import read_vqc
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such file")
     data = p.read_bytes()
-    header = read_vqc_header(data)
-    shape = header.get("shape") if isinstance(header.get("shape"), list) else []
-    info: dict[str, Any] = {"file": path, "bytes": len(data), **header}
     try:
-        if header.get("modality") == "audio":
-            seconds = shape[-1] / float(header["sample_rate"])
+        header = read_vqc_header(data, model)
+        note = ""
+    except ModelUnavailable as err:  # a version-5 header leaves fields to its model: show what the file says
+        header, note = read_vqc(data)[0], f"{err} to show what it implies"
+    shape = header.get("shape") if isinstance(header.get("shape"), list) else []
+    source = header.get("source") if isinstance(header.get("source"), dict) else {}
+    info: dict[str, Any] = {"file": path, "bytes": len(data), **header, **({"note": note} if note else {})}
+    modality = header.get("modality")
+    if modality is None:  # not resolved: the source record tells audio (frames), the shape an image (2-D)
+        modality = "audio" if "frames" in source else "image" if len(shape) == 4 else None
+    try:
+        if modality == "audio":
+            seconds = (shape[-1] / float(header["sample_rate"]) if "sample_rate" in header
+                       else source["frames"] / float(source["sample_rate"]))
             info.update(duration_s=seconds, real_rate=8 * len(data) / seconds / 1000, unit="kbps")
-        elif header.get("modality") == "image":
+        elif modality == "image":
             pixels = shape[-1] * shape[-2]
             info.update(pixels=pixels, real_rate=8 * len(data) / pixels, unit="bpp")
     except (TypeError, KeyError, IndexError, ZeroDivisionError):
@@ -341,13 +351,17 @@ def _file_info(path: str) -> dict[str, Any]:
 def info(
     files: List[str] = typer.Argument(..., help=".vqc files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per file, in a list)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or folder that completes the header (version 5 leaves to the model what it implies); default: the model named in each file."),
     debug: bool = DEBUG,
 ) -> None:
     """Show a .vqc file's header: model, rate point, real rate, original format."""
+    from codec.hub import load_model
+
+    fixed = _guard(debug, load_model, model, "cpu") if model is not None else None
     results, failures = [], 0
     for f in files:
         try:
-            results.append(_file_info(f))
+            results.append(_file_info(f, fixed))
         except EXPECTED_ERRORS as err:
             if debug:
                 raise
@@ -363,11 +377,13 @@ def info(
                 ("modality", r.get("modality")),
                 ("model", f"{model.get('name') or '(unnamed)'}  sha256 {str(model.get('sha256', ''))[:16]}…"),
                 ("rate point", r.get("rate_point")),
-                ("real rate", f"{r['real_rate']:.4g} {r['unit']} ({r['bytes']:,} bytes, header included)"),
+                ("real rate", f"{r['real_rate']:.4g} {r['unit']} ({r['bytes']:,} bytes, header included)" if "real_rate" in r
+                 else f"{r['bytes']:,} bytes"),
                 ("signal", f"shape {r.get('shape')}" + (f", {r['duration_s']:.3f} s at {r.get('sample_rate')} Hz" if "duration_s" in r else "")),
                 ("tiles", f"{r.get('tiles', {}).get('size')} overlap {r.get('tiles', {}).get('overlap')}"),
                 ("coding", str(r.get("coding")) + (f", band energies ({r['envelope']})" if r.get("envelope") else "")),
                 ("source", json.dumps(r.get("source", {}))),
+                *([("note", r["note"])] if "note" in r else []),
             ]
             for k, v in rows:
                 table.add_row(k, str(v))

@@ -1,9 +1,9 @@
 """The ``.vqc`` container: magic, version, a compact header, payload chunks, one checksum.
 
-Layout of versions 3 and 4 (4 is the one written)::
+Layout of versions 3 to 5 (5 is the one written)::
 
     magic      4 bytes   b"\\x89VQC"  (the high byte catches 7-bit transfers, as in PNG)
-    version    1 byte    4
+    version    1 byte    5
     header     varint length, then that many bytes: the header object as a binary record
                (:func:`encode_record`)
     chunks     varint count, then per chunk: varint length, the bytes
@@ -16,10 +16,16 @@ lowercase hex strings as their bytes. Both tables are part of the format. Versio
 with one more symbol (``"band-energy-context"``, the name of the bundled audio models' side
 information) and headers the codec writes without the fields a reader can infer (the codec's
 :func:`codec.model.complete_header`: the payload coding when it is ``"range"``, the tiling when
-the signal is one tile, 8 hex digits of the weights' hash instead of 16): a real audio header
-with its source record takes ~60 bytes, and the whole framing of a file ~75. Every byte counts at
-low rates: 1 kbps is 125 bytes a second, so the ~35 bytes version 4 saves over version 3 are
-0.08 kbps of a 3.5 s clip, 7 % of a 1.2 kbps file; version 2 spent ~135 bytes on the same file.
+the signal is one tile, 8 hex digits of the weights' hash instead of 16). Version 5 has version
+4's record and leaves out, besides, what the model named in the header implies
+(:meth:`codec.model.Codec.complete_header`): the modality, the audio sample rate, an audio
+signal's shape (it follows from the source record) and the rate point's name (an index among
+the model's point names instead): a real audio header with its source record takes 39 bytes
+and the whole framing of a file 51, where version 4 took 60 and 72. Every byte counts at low
+rates: 1 kbps is 125 bytes a second, so the 21 bytes version 5 saves over version 4 are
+0.048 kbps of a 3.5 s clip, 4 % of a 1.2 kbps file; version 2 spent ~135 bytes on the same header.
+A reader needs the model to complete a version-5 header; the version byte tells an older build
+that it cannot.
 
 Versions 1 and 2 are still read. They framed the header as JSON (v2: raw-DEFLATE compressed
 with the preset dictionary :data:`HEADER_DICTIONARY`; v1: plain, with u32 lengths) followed by
@@ -45,8 +51,8 @@ __all__ = ["BitstreamError", "MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "write_
            "encode_record", "decode_record"]
 
 MAGIC = b"\x89VQC"
-FORMAT_VERSION = 4
-READ_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READ_VERSIONS = (1, 2, 3, 4, 5)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNKS = 1 << 20
 MAX_CHUNK_BYTES = 1 << 31
@@ -62,13 +68,13 @@ HEADER_DICTIONARY = (
     b'"model":{"name":"image-v1","name":"audio-v1","sha256":"'
 )
 
-#: Field names a record (versions 3 and 4) codes by index (part of the format: append only, in a new version).
+#: Field names a record (versions 3 to 5) codes by index (part of the format: append only, in a new version).
 RECORD_KEYS = (
     "modality", "model", "name", "sha256", "rate_point", "shape", "coding", "tiles", "size", "overlap",
     "envelope", "sample_rate", "source", "channels", "frames", "format", "subtype", "mode", "bit_depth",
 )
 #: String values a record codes by index (part of the format, like :data:`RECORD_KEYS`): version 3
-#: knows the first 32, version 4 all of them.
+#: knows the first 32, versions 4 and 5 all of them.
 RECORD_SYMBOLS = (
     "audio", "image", "range", "packed", "band-energy",
     "WAV", "FLAC", "OGG", "MP3", "AIFF", "RAW", "PCM_16", "PCM_24", "PCM_32", "PCM_U8", "PCM_S8", "FLOAT", "DOUBLE",
@@ -77,7 +83,7 @@ RECORD_SYMBOLS = (
     # version 4
     "band-energy-context",
 )
-_SYMBOL_COUNT = {3: 32, 4: len(RECORD_SYMBOLS)}  # the symbols each record version knows
+_SYMBOL_COUNT = {3: 32, 4: len(RECORD_SYMBOLS), 5: len(RECORD_SYMBOLS)}  # the symbols each record version knows
 _SYMBOL_INDEX = {version: {v: i for i, v in enumerate(RECORD_SYMBOLS[:count])} for version, count in _SYMBOL_COUNT.items()}
 _KEY_INDEX = {k: i for i, k in enumerate(RECORD_KEYS)}
 _LITERAL_KEY = 31  # the key byte's index that says the key's name follows as a string
@@ -91,7 +97,7 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def encode_record(value: dict[str, Any], version: int = FORMAT_VERSION) -> bytes:
-    """A JSON-able object -> its compact binary record (the header of versions 3 and 4).
+    """A JSON-able object -> its compact binary record (the header of versions 3 to 5).
 
     An object is a varint field count, then per field (sorted by name) one byte ``key << 3 | type`` (key: the
     name's index in :data:`RECORD_KEYS`, or 31 and the name as a string after the byte) and the
@@ -106,7 +112,7 @@ def encode_record(value: dict[str, Any], version: int = FORMAT_VERSION) -> bytes
     if not isinstance(value, dict):
         raise ValueError("a header record is an object")
     if version not in _SYMBOL_COUNT:
-        raise ValueError(f"records are versions 3 and 4, not {version}")
+        raise ValueError(f"records are versions 3 to 5, not {version}")
     out = bytearray()
     _object(out, value, 0, _SYMBOL_INDEX[version])
     return bytes(out)
@@ -176,10 +182,10 @@ def _value(v: Any, depth: int, symbols: dict[str, int]) -> tuple[int, bytes]:
 
 
 def decode_record(data: bytes, version: int = FORMAT_VERSION) -> dict[str, Any]:
-    """The object of a binary record (:func:`encode_record`) of ``version`` (3 or 4);
+    """The object of a binary record (:func:`encode_record`) of ``version`` (3 to 5);
     :class:`BitstreamError` if malformed."""
     if version not in _SYMBOL_COUNT:
-        raise ValueError(f"records are versions 3 and 4, not {version}")
+        raise ValueError(f"records are versions 3 to 5, not {version}")
     r = _Reader(data, version)
     obj = _read_object(r, 0)
     if r.pos != len(r.data):
@@ -378,7 +384,7 @@ def read_container(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     if version not in READ_VERSIONS:
         raise BitstreamError(f"unsupported .vqc version {version} (this build reads versions {', '.join(map(str, READ_VERSIONS))})")
     framed = version < 3
-    # versions 3 and 4: the framing is read within the bytes before the final checksum
+    # versions 3 to 5: the framing is read within the bytes before the final checksum
     r = _Reader(data if framed else memoryview(data)[: max(5, len(data) - 4)], version)
     r.pos = 5
     n = r.size("header length")

@@ -52,6 +52,7 @@ __all__ = [
     "decompress_file",
     "decompress_blocks",
     "model_for",
+    "ModelUnavailable",
     "read_vqc_header",
     "tokenize_file",
     "detokenize",
@@ -178,25 +179,39 @@ def compress_blocks(
                                  refine_steps=refine_steps, envelope=envelope, variable_depth=variable_depth)
 
 
-def read_vqc_header(data: bytes) -> dict[str, Any]:
-    """The validated container header of a ``.vqc`` file (no model needed), with the fields a
-    writer may leave out filled in (:func:`codec.model.complete_header`)."""
-    return read_vqc(data)[0]
+class ModelUnavailable(BitstreamError):
+    """The model a ``.vqc`` file names is not installed here, or the file names none."""
+
+
+def read_vqc_header(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The validated, completed header of a ``.vqc`` file.
+
+    The fields a writer may leave out are filled in (:func:`codec.model.complete_header`). A
+    version-5 header also leaves out what its model implies (modality, sample rate, the audio
+    shape, the rate point's name): those are filled in by ``model``, or else by the model the
+    header names, loaded when installed (:meth:`codec.model.Codec.complete_header`, which also
+    checks the weights' hash). Files of versions 1-4 need no model. Raises
+    :class:`ModelUnavailable` when a version-5 header needs a model that is not installed.
+    """
+    header = read_vqc(data)[0]
+    if all(key in header for key in ("modality", "shape")) and isinstance(header.get("rate_point"), str):
+        return header
+    return model_for(data, model, device).complete_header(header)
 
 
 def model_for(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> Codec:
     """The model that decodes ``data``: ``model`` if given, else the one named in the header."""
     if model is not None:
         return _model(model, "", device)
-    header = read_vqc_header(data)
+    header = read_vqc(data)[0]
     info = header.get("model")
     name = info.get("name") if isinstance(info, dict) else None
     if not isinstance(name, str) or not name:
-        raise BitstreamError("the file names no model (it was made by an unnamed model): pass --model PATH")
+        raise ModelUnavailable("the file names no model (it was made by an unnamed model): pass --model PATH")
     try:
         return load_model(name, device=device)
     except LookupError:
-        raise BitstreamError(f"the file was made by model {name!r}, which is not installed here: pass --model PATH") from None
+        raise ModelUnavailable(f"the file was made by model {name!r}, which is not installed here: pass --model PATH") from None
 
 
 def _source(header: dict[str, Any], codec: Codec) -> dict[str, Any]:

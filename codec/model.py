@@ -42,7 +42,7 @@ from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
 from codec.quant.rvq import MAX_BEAM_SIZE
 from codec.refine import MAX_REFINE_STEPS, OBJECTIVES, Candidate, Objective, best_candidate, refine_candidates
-from codec.tiling import TileGrid
+from codec.tiling import StreamResampler, TileGrid
 
 __all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate"]
 
@@ -258,21 +258,51 @@ def _implied_tiles(shape: Any) -> dict[str, list[int]] | None:
     return {"size": list(shape[2:]), "overlap": [0] * (len(shape) - 2)}
 
 
-def compact_header(header: Mapping[str, Any]) -> dict[str, Any]:
-    """A file header without the fields :func:`complete_header` restores: ``coding`` when it is
-    ``"range"`` and ``tiles`` when the signal is one tile without overlap (``.vqc`` version 4)."""
+def compact_header(header: Mapping[str, Any], model: "Codec | None" = None) -> dict[str, Any]:
+    """A file header without the fields a reader restores.
+
+    Always (``.vqc`` version 4): ``coding`` when it is ``"range"`` and ``tiles`` when the signal is
+    one tile without overlap (:func:`complete_header` restores both). With the writing ``model``
+    (version 5), also what that model implies (:meth:`Codec.complete_header`): ``modality``, the
+    audio ``sample_rate``, an audio ``shape`` that follows from the ``source`` record, and the
+    ``rate_point`` as its index among the model's point names. A field is left out only when
+    completing the shorter header gives back exactly the full one.
+    """
+    full = complete_header(header)
     out = dict(header)
     if out.get("coding") == "range":
         del out["coding"]
     if "tiles" in out and out["tiles"] == _implied_tiles(out.get("shape")):
         del out["tiles"]
+    if model is None:
+        return out
+    names = model.point_names()
+
+    def as_index(h: dict[str, Any]) -> dict[str, Any] | None:
+        point = h.get("rate_point")
+        return {**h, "rate_point": names.index(point)} if isinstance(point, str) and point in names else None
+
+    def without(key: str) -> Any:
+        return lambda h: {k: v for k, v in h.items() if k != key} if key in h else None
+
+    for step in (as_index, without("modality"), without("sample_rate"), without("shape")):
+        candidate = step(out)
+        if candidate is None:
+            continue
+        try:
+            restored = model.complete_header(candidate) == full
+        except BitstreamError:
+            restored = False
+        if restored:  # a field goes only where the completion gives it back
+            out = candidate
     return out
 
 
 def complete_header(header: Mapping[str, Any]) -> dict[str, Any]:
-    """A file header with the fields a writer may leave out (:func:`compact_header`) filled in:
-    ``coding`` ``"range"``; ``tiles`` one tile of the whole signal. Files of versions 1-3 carry
-    both, and come back unchanged."""
+    """A file header with the fields a writer may leave out without its model filled in:
+    ``coding`` ``"range"``; ``tiles`` one tile of the whole signal (when the header gives its
+    shape). Files of versions 1-3 carry both, and come back unchanged. What the model implies is
+    filled in by :meth:`Codec.complete_header`."""
     out = dict(header)
     out.setdefault("coding", "range")
     if "tiles" not in out and (tiles := _implied_tiles(out.get("shape"))) is not None:
@@ -394,6 +424,54 @@ class Codec(nn.Module):
                 )
             )
         return sorted(points, key=lambda p: (p.rate, p.nominal))
+
+    def point_names(self) -> list[str]:
+        """The rate points' names in byte order: a version-5 header names its rate point by its
+        index in this list. Sorted names, not :meth:`rate_points`' order, which follows measured
+        rates: the index depends only on the quantizer's points, which the model fixes."""
+        return sorted(p.name for p in self.rate_points())
+
+    def complete_header(self, header: Mapping[str, Any]) -> dict[str, Any]:
+        """A file header with what this model implies filled in (``.vqc`` version 5), after
+        checking that the file names these weights.
+
+        ``modality`` (the model's), ``sample_rate`` (an audio model's), ``rate_point`` given as an
+        index into :meth:`point_names`, and an audio ``shape`` ``[1, C, T]`` from the source record
+        (C its channels, T its frames resampled to the model's rate); then
+        :func:`complete_header`. A header that carries these fields comes back with them
+        unchanged (versions 1-4 carry all of them). Raises
+        :class:`~codec.bitstream.BitstreamError` for a file made by other weights or a rate-point
+        index out of range.
+        """
+        out = complete_header(header)
+        if "modality" in out and out["modality"] != self.modality:
+            raise BitstreamError(f"a file of modality {out['modality']!r} cannot be decoded by this {self.modality} model")
+        model = out.get("model")
+        sha = model.get("sha256") if isinstance(model, dict) else None
+        if not (isinstance(sha, str) and len(sha) >= HEADER_HASH_CHARS and self.weights_sha256().startswith(sha)):
+            name = model.get("name") if isinstance(model, dict) else None
+            this = f"this {self.modality} model" + (f" {self.name}" if self.name else "")
+            raise BitstreamError(f"file was made by another model ({name or 'unnamed'}, weights {str(sha)[:12]}…), not by {this}")
+        out.setdefault("modality", self.modality)
+        if self.modality == "audio" and self.sample_rate is not None:
+            out.setdefault("sample_rate", int(self.sample_rate))
+        point = out.get("rate_point")
+        if isinstance(point, int) and not isinstance(point, bool):
+            names = self.point_names()
+            if not 0 <= point < len(names):
+                raise BitstreamError(f"rate point index {point} out of range (this model has {len(names)} points)")
+            out["rate_point"] = names[point]
+        source = out.get("source")
+        if "shape" not in out and self.modality == "audio" and self.sample_rate is not None and isinstance(source, dict):
+            sr, frames, channels = (source.get(k) for k in ("sample_rate", "frames", "channels"))
+            if _ints([sr, frames, channels]) and 1 <= sr <= 1_000_000 and frames >= 1 and channels >= 1:
+                try:
+                    length = StreamResampler(sr, int(self.sample_rate)).output_length(frames)
+                except ValueError:
+                    length = None
+                if length is not None:
+                    out["shape"] = [1, channels, length]
+        return complete_header(out)
 
     def select_rate(self, request: str | RatePoint, channels: int = 1, side_rate: float = 0.0) -> RatePoint:
         """Resolve a rate request to the best point that fits it.
@@ -1315,7 +1393,7 @@ class Codec(nn.Module):
             header["sample_rate"] = int(self.sample_rate)
         if metadata:
             header["source"] = dict(metadata)
-        return write_container(compact_header(header), chunks)
+        return write_container(compact_header(header, self), chunks)
 
     def _use_envelope(self, envelope: bool | None) -> bool:
         if envelope is None:
@@ -1346,19 +1424,12 @@ class Codec(nn.Module):
 
     def read_header(self, data: bytes) -> "ParsedFile":
         """Parse and validate a ``.vqc`` file against this model without decoding it."""
-        header, chunks = read_vqc(data)
+        header, chunks = read_container(data)
+        header = self.complete_header(header)
         expected_types = {"modality": str, "model": dict, "rate_point": str, "coding": str, "shape": list, "tiles": dict}
         for name, kind in expected_types.items():
             if not isinstance(header.get(name), kind):
                 raise BitstreamError(f"header field {name!r} is missing or not a {kind.__name__}")
-        if header["modality"] != self.modality:
-            raise BitstreamError(f"a {header['modality']!r} file cannot be decoded by this {self.modality} model")
-        model = header["model"]
-        sha = model.get("sha256")
-        if not (isinstance(sha, str) and len(sha) >= HEADER_HASH_CHARS and self.weights_sha256().startswith(sha)):
-            raise BitstreamError(
-                f"file was made by another model ({model.get('name') or 'unnamed'}, weights {str(model.get('sha256'))[:12]}…)"
-            )
         point = {p.name: p for p in self.rate_points()}.get(header["rate_point"])
         if point is None:
             raise BitstreamError(f"unknown rate point {header['rate_point']!r}")

@@ -19,7 +19,8 @@ from codec.bitstream import (
     write_container,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "container_v4.vqc"
+GOLDEN = Path(__file__).parent / "golden" / "container_v5.vqc"
+GOLDEN_V4 = Path(__file__).parent / "golden" / "container_v4.vqc"
 GOLDEN_V3 = Path(__file__).parent / "golden" / "container_v3.vqc"
 GOLDEN_V2 = Path(__file__).parent / "golden" / "container_v2.vqc"
 GOLDEN_V1 = Path(__file__).parent / "golden" / "container_v1.vqc"
@@ -44,9 +45,9 @@ def test_golden_file_pins_the_format():
     data = GOLDEN.read_bytes()
     assert write_container(GOLDEN_HEADER_V4, GOLDEN_CHUNKS) == data
     assert read_container(data) == (GOLDEN_HEADER_V4, GOLDEN_CHUNKS)
-    assert data[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x04"
+    assert data[:5] == MAGIC + bytes([FORMAT_VERSION]) == b"\x89VQC\x05"
     # the record, spelled out: 4 fields; envelope (key 10) = symbol 32 "band-energy-context" (new
-    # in version 4); modality (key 0) = symbol 0 "audio"; a literal key (31) "rate" = the string
+    # in version 4; version 5 has version 4's record); modality (key 0) = symbol 0 "audio"; a literal key (31) "rate" = the string
     # "n2"; shape (key 5) = unsigned integers 1, 2, 100
     record = bytes.fromhex("04 5120 0100 fa0472617465 026e32 2b03010264")
     assert data[5:6 + len(record)] == bytes([len(record)]) + record
@@ -54,7 +55,10 @@ def test_golden_file_pins_the_format():
     assert data[6 + len(record) :] == b"\x03\x05hello\x00\x0a" + bytes(range(10)) + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
-def test_versions_1_2_and_3_are_still_read():
+def test_versions_1_to_4_are_still_read():
+    assert read_container(GOLDEN_V4.read_bytes()) == (GOLDEN_HEADER_V4, GOLDEN_CHUNKS)
+    assert write_container(GOLDEN_HEADER_V4, GOLDEN_CHUNKS, version=4) == GOLDEN_V4.read_bytes()
+    assert GOLDEN_V4.read_bytes()[5:-4] == GOLDEN.read_bytes()[5:-4]  # only the version byte (and the CRC) differ
     assert read_container(GOLDEN_V3.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
     assert write_container(GOLDEN_HEADER, GOLDEN_CHUNKS, version=3) == GOLDEN_V3.read_bytes()
     assert read_container(GOLDEN_V2.read_bytes()) == (GOLDEN_HEADER, GOLDEN_CHUNKS)
@@ -70,16 +74,28 @@ def test_the_header_is_compact():
               "shape": [1, 1, 83871], "tiles": {"overlap": [0], "size": [83871]},
               "source": {"channels": 1, "format": "OGG", "frames": 77056, "sample_rate": 22050, "subtype": "VORBIS"}}
     v1, v2, v3, v4 = (write_container(header, [b""], version=v) for v in (1, 2, 3, 4))
+    assert write_container(header, [b""]) == v4[:4] + b"\x05" + v4[5:-4] + write_container(header, [b""])[-4:]
     assert len(v4) == len(v3) - 19 == 88 and 120 < len(v2) < 330 < len(v1)  # the envelope's name: one symbol
     assert read_container(v4) == read_container(v3) == read_container(v2) == read_container(v1) == (header, [b""])
     # as the codec writes it in version 4 (codec.model.compact_header, an 8-digit hash): 60 bytes
     # of header and 72 in all, where version 3 took 107 (0.08 kbps of this clip)
     from codec.model import compact_header, complete_header
 
-    short = compact_header({**header, "model": {**header["model"], "sha256": "08a0305d"}})
+    full = {**header, "model": {**header["model"], "sha256": "08a0305d"}}
+    short = compact_header(full)
     assert set(header) - set(short) == {"coding", "tiles"}
-    assert complete_header(short) == {**header, "model": short["model"]}
+    assert complete_header(short) == full
     assert len(encode_record(short)) == 60 and len(write_container(short, [b""])) == 72
+    # and in version 5, with the model that wrote it (audio-v9, bundled): 39 and 51 bytes; the model
+    # restores modality, sample rate, shape (from the source record) and the rate point's name
+    import codec
+
+    model = codec.load_model("audio-v9")
+    shorter = compact_header(full, model)
+    assert set(short) - set(shorter) == {"modality", "sample_rate", "shape"}
+    assert shorter["rate_point"] == model.point_names().index("k1024-n1") == 0
+    assert model.complete_header(shorter) == full
+    assert len(encode_record(shorter)) == 39 and len(write_container(shorter, [b""])) == 51
 
 
 def test_version_3_records_know_only_their_symbols():
@@ -88,8 +104,8 @@ def test_version_3_records_know_only_their_symbols():
     assert decode_record(encode_record(value, 3), 3) == decode_record(encode_record(value, 4), 4) == value
     with pytest.raises(BitstreamError, match="unknown symbol"):
         decode_record(encode_record(value, 4), 3)
-    for bad in (2, 5):
-        with pytest.raises(ValueError, match="versions 3 and 4"):
+    for bad in (2, 6):
+        with pytest.raises(ValueError, match="versions 3 to 5"):
             encode_record(value, bad)
 
 
@@ -141,7 +157,7 @@ def test_round_trip_with_many_chunks():
     [
         (lambda d: b"RIFF" + d[4:], "bad magic"),
         (lambda d: b"", "bad magic"),
-        (lambda d: d[:4] + bytes([5]) + d[5:], "unsupported .vqc version 5"),
+        (lambda d: d[:4] + bytes([6]) + d[5:], "unsupported .vqc version 6"),
         (lambda d: d[:10], "truncated|checksum"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d + b"\x00", "unexpected bytes"),
@@ -152,7 +168,7 @@ def test_round_trip_with_many_chunks():
         (lambda d: d[:-10] + bytes([d[-10] ^ 4]) + d[-9:], "checksum"),
     ],
 )
-@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V3, GOLDEN_V2])
+@pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V4, GOLDEN_V3, GOLDEN_V2])
 def test_bad_files_fail_with_a_clear_error(golden, mutate, match):
     data = golden.read_bytes()
     with pytest.raises(BitstreamError, match=match):
@@ -206,7 +222,7 @@ def test_a_header_bomb_is_refused_in_bounded_memory():
         read_container(data)
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_random_corruptions_never_crash_or_pass_silently(version):
     good = write_container({"k": list(range(20)), "s": "text"}, [bytes(range(200)), b"x" * 300], version=version)
     rng = np.random.default_rng(0)

@@ -18,10 +18,10 @@ from codec.io import InputError
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_codec_golden_file_decodes_to_pinned_codes(version):
     # A change here is a format change: bump the .vqc version and add new golden files
-    # (tests/golden/make_codec_golden.py, make_v3_golden.py, make_v4_golden.py), keeping the old ones decodable.
+    # (tests/golden/make_codec_golden.py, make_v3_golden.py ... make_v5_golden.py), keeping the old ones decodable.
     model = codec.load_model(GOLDEN / "tiny_audio_model")
     data = (GOLDEN / f"codec_v{version}.vqc").read_bytes()
     assert data[:5] == b"\x89VQC" + bytes([version])
@@ -58,11 +58,13 @@ def test_files_are_written_in_the_current_container_with_a_short_weights_hash():
     t = torch.arange(44100) / 44100
     wav = torch.stack([torch.sin(2 * torch.pi * 330 * t), torch.sin(2 * torch.pi * 550 * t)]) * 0.4
     out = codec.compress_signal(wav, rate="max", model=model, sample_rate=44100, source={"format": "WAV", "subtype": "PCM_16"},
-                                tile=16000, overlap=1280)  # the input of codec_v2.vqc ... codec_v4.vqc
-    assert out.data[4] == FORMAT_VERSION == 4
+                                tile=16000, overlap=1280)  # the input of codec_v2.vqc ... codec_v5.vqc
+    assert out.data[4] == FORMAT_VERSION == 5
     header, _ = read_container(out.data)
-    assert header == read_container((GOLDEN / "codec_v4.vqc").read_bytes())[0]
+    assert header == read_container((GOLDEN / "codec_v5.vqc").read_bytes())[0]
     assert "coding" not in header and "tiles" in header  # range coding is implied; two tiles are not
+    # what the model implies: modality, sample rate, the shape (from the source record), the point's name
+    assert not {"modality", "sample_rate", "shape"} & set(header) and header["rate_point"] == model.point_names().index("n2")
     assert header["model"]["sha256"] == model.weights_sha256()[:HEADER_HASH_CHARS]
     for short in (model.weights_sha256()[: HEADER_HASH_CHARS - 1], "0" * HEADER_HASH_CHARS):
         bad = {**header, "model": {**header["model"], "sha256": short}}
@@ -79,13 +81,41 @@ def test_a_one_tile_file_leaves_out_the_fields_a_reader_infers():
     out = codec.compress_signal(wav, rate="n2", model=model, sample_rate=24000)
     header, chunks = read_container(out.data)
     assert "coding" not in header and "tiles" not in header and len(chunks) == 1
-    full = read_vqc_header(out.data)
-    assert full == complete_header(header) and full["coding"] == "range"
-    assert full["tiles"] == {"size": header["shape"][2:], "overlap": [0]}
+    full = read_vqc_header(out.data, model)
+    assert full == model.complete_header(header) and full["coding"] == "range" and full["rate_point"] == "n2"
+    assert full["shape"] == [1, 1, 12000] and full["tiles"] == {"size": [12000], "overlap": [0]}
+    assert complete_header(header) == {**header, "coding": "range"}  # without the model: no shape, so no tiling
     # the same file with the fields spelled out (as version 3 wrote them) decodes the same way
     spelled = write_container(full, chunks)
     assert model.read_header(spelled).header == model.read_header(out.data).header == full
     torch.testing.assert_close(codec.decompress(spelled, model=model)[0], codec.decompress(out.data, model=model)[0])
+
+
+def test_a_version_5_header_leaves_to_the_model_only_what_it_restores():
+    from codec.bitstream import read_container
+    from codec.files import ModelUnavailable
+
+    model = codec.load_model(GOLDEN / "tiny_audio_model")
+    wav = torch.sin(2 * torch.pi * 220 * torch.arange(8000) / 16000)[None] * 0.5
+    out = codec.compress_signal(wav, rate="n1", model=model, sample_rate=16000)
+    header, chunks = read_container(out.data)
+    assert header["rate_point"] == 0 and "shape" not in header and header["source"]["frames"] == 8000
+    with pytest.raises(ModelUnavailable, match="not installed here"):
+        read_vqc_header(out.data)  # tiny-audio-test is not installed: the header alone is incomplete
+    full = read_vqc_header(out.data, model)
+    assert (full["modality"], full["sample_rate"], full["shape"], full["rate_point"]) == ("audio", 24000, [1, 1, 12000], "n1")
+    # without a source record the shape cannot be implied, so the file keeps it
+    bare = write_container(model.read_header(model.compress(wav[None], "n1")).header, chunks)
+    assert read_container(model.compress(wav[None], "n1"))[0]["shape"] == [1, 1, 8000]
+    assert model.read_header(bare).header["shape"] == [1, 1, 8000]
+    for index, match in ((2, "rate point index 2 out of range"), (True, "rate_point")):
+        bad = write_container({**header, "rate_point": index}, chunks)
+        with pytest.raises(BitstreamError, match=match):
+            codec.decompress(bad, model=model)
+    # a source record far longer than the payload can hold is refused before anything is decoded
+    longer = write_container({**header, "source": {**header["source"], "frames": 10**8}}, chunks)
+    with pytest.raises(BitstreamError, match="too short|exceeds|out of bounds"):
+        model.read_header(longer)
 
 
 @pytest.mark.parametrize("sample_rate,channels,frames", [(44100, 2, 44100), (8000, 1, 12345), (24000, 1, 1), (48000, 2, 30000)])

@@ -35,6 +35,15 @@ def test_compress_and_decompress_one_file_each_way(model_dirs, media, tmp_path):
     (entry,) = json.loads(out.output)
     assert entry["model"]["name"] == "audio-test" and entry["real_rate"] <= 3.0 and entry["unit"] == "kbps"
     assert entry["bytes"] == (tmp_path / "t.vqc").stat().st_size
+    # audio-test is not installed: the header's own fields, the duration from its source record, and why
+    assert isinstance(entry["rate_point"], int) and entry["duration_s"] == 2.0 and "not installed here" in entry["note"]
+    out = run("info", tmp_path / "t.vqc", "--json", "-m", model_dirs["audio"])
+    assert out.exit_code == 0, out.output
+    (full,) = json.loads(out.output)
+    assert full["modality"] == "audio" and isinstance(full["rate_point"], str) and full["shape"][:2] == [1, 2]
+    assert full["real_rate"] == pytest.approx(entry["real_rate"], rel=1e-3) and "note" not in full
+    out = run("info", tmp_path / "t.vqc")
+    assert out.exit_code == 0 and "pass --model" in " ".join(out.output.split())
 
 
 def test_folders_are_recursed_and_mirrored(model_dirs, media, tmp_path):
@@ -109,7 +118,7 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing(model_dirs, media, tmp_path):
         (["decompress", tmp_path / "trunc.vqc", "-o", tmp_path / "o.wav", "-m", a], "truncated"),
         (["decompress", tmp_path / "flip.vqc", "-o", tmp_path / "o.wav", "-m", a], "checksum mismatch"),
         (["decompress", tmp_path / "foreign.vqc", "-o", tmp_path / "o.wav", "-m", a], "not a .vqc file"),
-        (["decompress", good, "-o", tmp_path / "o.png", "-m", i], "cannot be decoded by this image model"),
+        (["decompress", good, "-o", tmp_path / "o.png", "-m", i], "another model (audio-test, weights"),
         (["decompress", good, "-o", tmp_path / "o.wav"], "not installed here"),
         (["decompress", good, "-o", tmp_path / "o.xyz", "-m", a], "cannot write audio format"),
         (["info", tmp_path / "foreign.vqc"], "not a .vqc file"),
