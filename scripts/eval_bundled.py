@@ -64,7 +64,8 @@ EVALS: dict[str, list[str]] = {
     # audio-v10: audio-v9 with the pitch stage's gain of G.729 (0.5 instead of 0.25)
     **speech_evals("audio-v10"), "audio-v10-music": music_eval("audio-v10"),
     # audio-v9: audio-v7 with the formant postfilter and its long-term (pitch) stage (music: with it, as decoded by default)
-    **speech_evals("audio-v9"), "audio-v9-music": music_eval("audio-v9"),
+    # (in container version 5 also at 0.8kbps, beside Codec2 700C)
+    **speech_evals("audio-v9", LOW_SPEECH_RATES), "audio-v9-music": music_eval("audio-v9"),
     # audio-v8: audio-v7 with a decoder-side formant postfilter (music: with it, as decoded by default)
     **speech_evals("audio-v8"), "audio-v8-music": music_eval("audio-v8"),
     # audio-v7: audio-v5 with context-coded band energies, chosen rate-distortion-optimally by the encoder
