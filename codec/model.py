@@ -1059,25 +1059,22 @@ class Codec(nn.Module):
     ) -> "Compressed":
         """Quantize cached tokens at the requested point and write the file, stepping down while it is too big.
 
-        ``envelope``: write band energies; where a rate target leaves no room for them beside the
-        lowest point, they are left out with a note if ``optional_envelope`` (the model's default
-        was asked for), else the :class:`RateError` stands.
+        ``envelope``: write band energies. Where a rate target leaves no room for them beside the
+        lowest point at their measured mean rate, they are still tried: the encoder's
+        rate-distortion choice codes them for less at low rates, and a variable depth spends less
+        on the codes. If the file with them misses the target, they are left out with a note where
+        ``optional_envelope`` (the model's default was asked for), else a :class:`RateError` is raised.
         """
         request = rate.name if isinstance(rate, RatePoint) else str(rate)
         notes: list[str] = []
+        no_room = False  # the measured mean rate of the energies leaves no room: only a real file tells
         try:
             point = self.select_rate(request, channels=channels, side_rate=self.envelope_kbps if envelope else 0.0)
         except RateError:
             if not envelope:
                 raise
             point = self.select_rate(request, channels=channels)  # a request no point can serve raises here
-            if not optional_envelope:
-                raise RateError(f"{request} leaves no room for band energies ({self.envelope_kbps:.3g} {self.rate_unit} "
-                                f"measured) beside the lowest rate point ({self.rate_points()[0].rate:.4g} {self.rate_unit}); "
-                                "ask for a higher rate or leave them out (envelope=False, --no-envelope)") from None
-            envelope = False
-            notes.append(f"{request} leaves no room for band energies ({self.envelope_kbps:.3g} {self.rate_unit} measured) "
-                         "beside the lowest rate point; wrote the codes alone")
+            no_room = True
         target = self._target(request)
         ladder = self._ladder(point)
 
@@ -1194,9 +1191,12 @@ class Codec(nn.Module):
                     break
             else:
                 data, real = unrefined
+        if envelope and no_room and not optional_envelope and not fits(real):
+            raise RateError(f"{request} leaves no room for band energies: with them even {point.name} came out at "
+                            f"{real:.4g} {self.rate_unit}; ask for a higher rate or leave them out (envelope=False, --no-envelope)")
         if envelope and optional_envelope and not fits(real):
-            # even the lowest point does not fit beside the band energies (a short input): the
-            # codes alone, where they may
+            # even the lowest point does not fit beside the band energies (a short input, or a
+            # target below their measured rate beside the lowest point): the codes alone, where they may
             out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False,
                              variable_depth=variable_depth)
             out.notes.insert(0, f"with band energies even {point.name} came out at {real:.4g} {self.rate_unit} > "

@@ -211,6 +211,18 @@ def test_a_target_too_low_for_the_energies_falls_back_to_the_codes_alone():
         codec.compress_detailed(x, f"{sizes['n1'] * 0.5:.4f}kbps")
 
 
+def test_energies_the_measured_rate_leaves_no_room_for_are_still_tried_with_real_files():
+    codec = codec_with_envelope()
+    x = speechlike(2.0)
+    plain = codec.compress_detailed(x, "n1", envelope=False).real_rate
+    real_side = codec.compress_detailed(x, "n1", envelope=True).real_rate - plain
+    request = plain + 1.5 * real_side
+    codec.envelope_kbps = request  # the mean rate says: no room beside any point
+    for envelope in (None, True):  # the model's default, and asked for explicitly
+        out = codec.compress_detailed(x, f"{request:.4f}kbps", envelope=envelope)
+        assert "envelope" in read_container(out.data)[0] and out.real_rate <= request * (1 + 1e-6)
+
+
 def test_refinement_optimises_through_the_energy_correction():
     codec = codec_with_envelope()
     x = speechlike(1.5)
