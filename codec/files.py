@@ -40,7 +40,7 @@ from codec.io import (
     write_bytes,
     write_image,
 )
-from codec.model import Codec, Compressed, Tokens, read_vqc
+from codec.model import Codec, Compressed, Tokens, header_needs_model, read_vqc
 from codec.tiling import StreamResampler
 
 __all__ = [
@@ -194,16 +194,21 @@ def read_vqc_header(data: bytes, model: str | Path | Codec | None = None, device
     :class:`ModelUnavailable` when a version-5 header needs a model that is not installed.
     """
     header = read_vqc(data)[0]
-    if all(key in header for key in ("modality", "shape")) and isinstance(header.get("rate_point"), str):
+    if not header_needs_model(header):
         return header
-    return model_for(data, model, device).complete_header(header)
+    codec = _model(model, "", device) if model is not None else _named_model(header, device)
+    return codec.complete_header(header)
 
 
 def model_for(data: bytes, model: str | Path | Codec | None = None, device: str = "cpu") -> Codec:
     """The model that decodes ``data``: ``model`` if given, else the one named in the header."""
     if model is not None:
         return _model(model, "", device)
-    header = read_vqc(data)[0]
+    return _named_model(read_vqc(data)[0], device)
+
+
+def _named_model(header: dict[str, Any], device: str) -> Codec:
+    """The installed model a file's header names (:class:`ModelUnavailable` where none is)."""
     info = header.get("model")
     name = info.get("name") if isinstance(info, dict) else None
     if not isinstance(name, str) or not name:

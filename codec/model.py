@@ -310,6 +310,12 @@ def complete_header(header: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def header_needs_model(header: Mapping[str, Any]) -> bool:
+    """Whether a header (as :func:`complete_header` leaves it) lacks fields only its model
+    restores (:meth:`Codec.complete_header`): a version-5 header always does, earlier ones never."""
+    return not ("modality" in header and "shape" in header and isinstance(header.get("rate_point"), str))
+
+
 def read_vqc(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     """``(header, chunks)`` of a ``.vqc`` file (:func:`codec.bitstream.read_container`), the header
     completed (:func:`complete_header`): what every reader of a codec's files starts from."""
@@ -386,6 +392,7 @@ class Codec(nn.Module):
         # decoder-side enhancement every decoded signal gets unless the caller leaves it out (config "postfilter")
         self.postfilter: Postfilter | None = build_postfilter((config or {}).get("postfilter"), self.sample_rate)
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
+        self._point_names: tuple[str, ...] | None = None  # point_names(), built on first use (the quantizer fixes them)
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
         self.entropy_tables: dict[str, FrequencyTable] = {}
         #: context tables per ``"<point>/<column>"`` (see :mod:`codec.entropy`); columns without
@@ -425,11 +432,14 @@ class Codec(nn.Module):
             )
         return sorted(points, key=lambda p: (p.rate, p.nominal))
 
-    def point_names(self) -> list[str]:
+    def point_names(self) -> tuple[str, ...]:
         """The rate points' names in byte order: a version-5 header names its rate point by its
         index in this list. Sorted names, not :meth:`rate_points`' order, which follows measured
-        rates: the index depends only on the quantizer's points, which the model fixes."""
-        return sorted(p.name for p in self.rate_points())
+        rates: the index depends only on the quantizer's points, which the model fixes (so the
+        list is built once: every file written or read under a rate target looks it up)."""
+        if self._point_names is None:
+            self._point_names = tuple(sorted(_point_name(setting) for setting in self.quantizer.rate_settings()))
+        return self._point_names
 
     def complete_header(self, header: Mapping[str, Any]) -> dict[str, Any]:
         """A file header with what this model implies filled in (``.vqc`` version 5), after
@@ -1191,17 +1201,18 @@ class Codec(nn.Module):
                     break
             else:
                 data, real = unrefined
-        if envelope and no_room and not optional_envelope and not fits(real):
-            raise RateError(f"{request} leaves no room for band energies: with them even {point.name} came out at "
-                            f"{real:.4g} {self.rate_unit}; ask for a higher rate or leave them out (envelope=False, --no-envelope)")
-        if envelope and optional_envelope and not fits(real):
-            # even the lowest point does not fit beside the band energies (a short input, or a
-            # target below their measured rate beside the lowest point): the codes alone, where they may
-            out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False,
-                             variable_depth=variable_depth)
-            out.notes.insert(0, f"with band energies even {point.name} came out at {real:.4g} {self.rate_unit} > "
-                                f"{request}; wrote the codes alone")
-            return out
+        if envelope and not fits(real):
+            if optional_envelope:
+                # even the lowest point does not fit beside the band energies (a short input, or a
+                # target below their measured rate beside the lowest point): the codes alone, where they may
+                out = self._pack(tokens, grid, shape, rate, channels, metadata, sample_rate, beam_size, refine_steps, False,
+                                 variable_depth=variable_depth)
+                out.notes.insert(0, f"with band energies even {point.name} came out at {real:.4g} {self.rate_unit} > "
+                                    f"{request}; wrote the codes alone")
+                return out
+            if no_room:  # asked for explicitly, where their measured rate already left no room
+                raise RateError(f"{request} leaves no room for band energies: with them even {point.name} came out at "
+                                f"{real:.4g} {self.rate_unit}; ask for a higher rate or leave them out (envelope=False, --no-envelope)")
         return Compressed(data=data, point=point, request=request, real_rate=real, unit=self.rate_unit, notes=notes,
                           mean_levels=depth)
 
