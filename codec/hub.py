@@ -2,7 +2,8 @@
 
 A model is a folder written by :meth:`codec.model.Codec.save` (``config.json`` +
 ``model.safetensors`` [+ ``entropy.safetensors``] [+ ``postfilter.safetensors``, a learned
-decoder postfilter]). Names are looked up, in order, in
+decoder postfilter]; a folder may share these files with a sibling folder instead of holding a
+copy, :func:`codec.model.model_files`). Names are looked up, in order, in
 
 1. the folders listed in the environment variable ``VQCODEC_MODELS`` (``os.pathsep``-separated;
    each holds model folders; a model's name is the ``name`` in its ``config.json``, else its

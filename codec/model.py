@@ -13,7 +13,11 @@ selection uses the measured rate where one exists.
 
 **Weights format.** A model folder holds ``model.safetensors`` (tensors only) and
 ``config.json`` (how to rebuild the model from the registries: network and quantizer names and
-keyword arguments, measured rates). No pickle anywhere.
+keyword arguments, measured rates), and may hold ``entropy.safetensors`` (entropy tables) and
+``postfilter.safetensors`` (a learned postfilter). No pickle anywhere. Models that differ only in
+their config (a postfilter, an envelope) share those files instead of copying them: the config's
+``shared_files`` names, per file, the sibling folder (same parent) that holds it
+(:func:`model_files`); :meth:`Codec.save` always writes a complete folder.
 """
 
 from __future__ import annotations
@@ -44,13 +48,18 @@ from codec.quant.rvq import MAX_BEAM_SIZE
 from codec.refine import MAX_REFINE_STEPS, OBJECTIVES, Candidate, Objective, best_candidate, refine_candidates
 from codec.tiling import StreamResampler, TileGrid
 
-__all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate"]
+__all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate",
+           "model_files"]
 
 FORMAT_NAME = "vqcodec-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
+#: config key: ``{file name: sibling folder}`` for the files a model folder shares with another (:func:`model_files`)
+SHARED_FILES_KEY = "shared_files"
+SHAREABLE_FILES = (WEIGHTS_FILE, ENTROPY_FILE, POSTFILTER_FILE)
+_SIBLING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
 MAX_EXTRA_DEPTH = 2  # levels beyond the chosen point's that a variable depth may code at a position
 DEPTH_SEARCH_STEPS = 16  # bisection steps of the depth allocation's lambda (each one entropy-codes the file)
@@ -518,7 +527,8 @@ class Codec(nn.Module):
             )
         fitting = [p for p in points if (p.rate + side_rate) * channels <= value * (1 + 1e-9)]
         if not fitting:
-            raise RateError(f"{text} is below the lowest rate of this codec. Available: {available}")
+            each = f" for {channels} channels ({value / channels:.4g} {unit} each)" if channels > 1 else ""
+            raise RateError(f"{text}{each} is below the lowest rate of this codec. Available: {available}")
         preferred = [p for p in fitting if p.name in self.target_points]
         return max(preferred or fitting, key=lambda p: (p.rate, p.nominal))
 
@@ -1742,6 +1752,7 @@ class Codec(nn.Module):
         if self.config is not None:
             self.config["name"] = name if name is not None else (self.config.get("name") or folder.name)
         config = self.export_config()
+        config.pop(SHARED_FILES_KEY, None)  # a saved folder holds every file itself
         publish = None if self.inference_only else getattr(self.quantizer, "publish", None)
         if callable(publish):  # RAQ: store the adapted codebooks of every rate point
             publish()
@@ -1778,15 +1789,11 @@ class Codec(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not cfg_path.is_file() or not w_path.is_file():
+        config = _read_config(folder)
+        files = _resolve_files(folder, config)
+        w_path = files[WEIGHTS_FILE]
+        if not w_path.is_file():
             raise FileNotFoundError(f"{folder} is not a vqcodec model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
-        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
         model = cls.from_config(config)
         if model.inference_only:
             model.strip_training_state(publish=False)
@@ -1801,13 +1808,61 @@ class Codec(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        if (folder / ENTROPY_FILE).is_file():
-            model.entropy_tables, model.context_tables = _load_entropy_state(folder / ENTROPY_FILE)
+        if files[ENTROPY_FILE].is_file():
+            model.entropy_tables, model.context_tables = _load_entropy_state(files[ENTROPY_FILE])
         if (learned := learned_stage(model.postfilter)) is not None:
-            if not (folder / POSTFILTER_FILE).is_file():
+            if not files[POSTFILTER_FILE].is_file():
                 raise ValueError(f"{folder}: the config names a learned postfilter, but {POSTFILTER_FILE} is missing")
-            learned.load_weights(load_file(str(folder / POSTFILTER_FILE)))
+            learned.load_weights(load_file(str(files[POSTFILTER_FILE])))
         return model.to(device).eval()
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a vqcodec model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: not a JSON object")
+    return config
+
+
+def _resolve_files(folder: Path, config: Mapping[str, Any]) -> dict[str, Path]:
+    files = {name: folder / name for name in SHAREABLE_FILES}
+    shared = config.get(SHARED_FILES_KEY)
+    if shared is None:
+        return files
+    where = folder / CONFIG_FILE
+    if not isinstance(shared, dict):
+        raise ValueError(f"{where}: {SHARED_FILES_KEY} must map file names to sibling folders")
+    for name, sibling in shared.items():
+        if name not in SHAREABLE_FILES:
+            raise ValueError(f"{where}: {SHARED_FILES_KEY} may share {', '.join(SHAREABLE_FILES)}, not {name!r}")
+        if not isinstance(sibling, str) or not _SIBLING_NAME.fullmatch(sibling) or ".." in sibling:
+            raise ValueError(f"{where}: {SHARED_FILES_KEY}[{name!r}] must name a sibling folder, not {sibling!r}")
+        if (folder / name).exists():
+            raise ValueError(f"{folder} holds {name} and also shares it from {sibling}: keep one")
+        path = folder.parent / sibling / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} shares {name} from {sibling}, but {path} does not exist")
+        files[name] = path
+    return files
+
+
+def model_files(folder: str | Path) -> dict[str, Path]:
+    """Where the files of the model folder ``folder`` are: ``{file name: path}`` for
+    ``model.safetensors``, ``entropy.safetensors`` and ``postfilter.safetensors`` (a path that
+    does not exist: the model has no such file). A file is the folder's own unless its config
+    shares it from a sibling folder (``"shared_files": {"model.safetensors": "audio-v5"}``: the
+    folder of that name beside this one; one level, no paths). A shared file must exist, and a
+    folder cannot both hold a file and share it."""
+    folder = Path(folder)
+    return _resolve_files(folder, _read_config(folder))
 
 
 def _check_storage_dtype(dtype: torch.dtype) -> None:

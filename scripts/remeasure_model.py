@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
 from codec.io import AUDIO_SUFFIXES  # noqa: E402
-from codec.model import CONFIG_FILE, ENTROPY_FILE, WEIGHTS_FILE, Codec, config_text  # noqa: E402
+from codec.model import CONFIG_FILE, ENTROPY_FILE, SHARED_FILES_KEY, WEIGHTS_FILE, Codec, config_text, model_files  # noqa: E402
 from scripts.bundle_model import _clips, _files, measure, pareto_points, rate_section, signals  # noqa: E402
 
 CARD = "MODEL_CARD.md"
@@ -75,7 +75,7 @@ def load_published(weights_dir: Path, name: str) -> tuple[Path, Codec, dict, dic
     index = json.loads((weights_dir / INDEX_FILE).read_text())
     if name not in index["models"]:
         raise SystemExit(f"{name} is not a published model (see {weights_dir / INDEX_FILE})")
-    before = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    before = _hashes(folder)
     model = Codec.load(folder)
     published = index["models"][name]
     if model.weights_sha256() != published["sha256"] or published.get("entropy_sha256", before[ENTROPY_FILE]) != before[ENTROPY_FILE]:
@@ -83,10 +83,16 @@ def load_published(weights_dir: Path, name: str) -> tuple[Path, Codec, dict, dic
     return folder, model, published, before
 
 
+def _hashes(folder: Path) -> dict[str, str | None]:
+    """The hashes of a model folder's weight and table files, its own or shared (:func:`codec.model.model_files`)."""
+    files = model_files(folder)
+    return {f: file_sha256(files[f]) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+
+
 def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> Codec:
     """The model as its folder now holds it, after checking that only its config and card changed."""
     loaded = Codec.load(folder)
-    after = {f: file_sha256(folder / f) for f in (WEIGHTS_FILE, ENTROPY_FILE)}
+    after = _hashes(folder)
     if after != before or loaded.weights_sha256() != published["sha256"]:
         raise SystemExit(f"{folder}: the published weights or tables changed")
     return loaded
@@ -95,7 +101,8 @@ def reload_unchanged(folder: Path, published: dict, before: dict[str, str]) -> C
 @contextmanager
 def publish_copy(weights_dir: Path, source: str, new: str, published: dict, description: str) -> Iterator[Path]:
     """Publish a copy of the model ``source`` as ``new``: yields a staging copy of its folder (its
-    card titled ``new``) to change; when the block ends without an error the copy becomes
+    card titled ``new``; its weight, table and postfilter files shared with the folder that holds
+    them, not copied: ``shared_files``) to change; when the block ends without an error the copy becomes
     ``weights_dir / new`` and ``index.json`` gets an entry with ``published``'s hashes and
     ``description``. A published name is refused (it never changes); on an error nothing is left."""
     index = json.loads((weights_dir / INDEX_FILE).read_text())
@@ -105,6 +112,7 @@ def publish_copy(weights_dir: Path, source: str, new: str, published: dict, desc
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(weights_dir / source, staging)
     try:
+        _share_from(weights_dir, source, staging)
         card = (staging / CARD).read_text().replace(f"# {source}\n", f"# {new}\n", 1)
         (staging / CARD).write_text(card)
         yield staging
@@ -115,6 +123,20 @@ def publish_copy(weights_dir: Path, source: str, new: str, published: dict, desc
         tmp.replace(weights_dir / INDEX_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _share_from(weights_dir: Path, source: str, staging: Path) -> None:
+    """Make the staging copy of ``source`` share its weight, table and postfilter files with the
+    folder that holds them (``source`` or the one it shares them from) instead of copying them."""
+    config = json.loads((staging / CONFIG_FILE).read_text())
+    shared = dict(config.get(SHARED_FILES_KEY) or {})
+    for name, path in model_files(weights_dir / source).items():
+        if path.is_file() and path.parent.parent == weights_dir:
+            shared[name] = path.parent.name
+            (staging / name).unlink(missing_ok=True)
+    if shared:
+        config[SHARED_FILES_KEY] = shared
+        (staging / CONFIG_FILE).write_text(config_text(config))
 
 
 def speech_clips(model: Codec, val: Path, limit: int) -> list[torch.Tensor]:

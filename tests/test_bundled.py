@@ -10,6 +10,7 @@ import codec
 from cli.app import app
 from codec.bitstream import read_container
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256, list_models
+from codec.model import model_files
 
 INDEX = json.loads((BUNDLED_DIR / INDEX_FILE).read_text()) if (BUNDLED_DIR / INDEX_FILE).is_file() else {"models": {}, "default": {}}
 NAMES = sorted(INDEX["models"])
@@ -25,15 +26,26 @@ def test_index_is_consistent():
         assert sum(p.stat().st_size for p in folder.iterdir()) <= 15e6
 
 
+def test_no_weight_file_is_stored_twice():
+    # models published by a config change share the files they keep (scripts/share_files.py)
+    stored = {}
+    for name in NAMES:
+        for path in (BUNDLED_DIR / name).glob("*.safetensors"):
+            digest = file_sha256(path)
+            assert (path.name, digest) not in stored, f"{name}/{path.name} repeats {stored.get((path.name, digest))}'s"
+            stored[(path.name, digest)] = name
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_published_weights_keep_their_hash(name):
     # New weights need a new name: files written by this one must stay decodable.
     model = codec.load_model(name)
     assert model.weights_sha256() == INDEX["models"][name]["sha256"]
     # ... and their tables: the same codes must be read from the same bytes
-    assert file_sha256(BUNDLED_DIR / name / "entropy.safetensors") == INDEX["models"][name]["entropy_sha256"]
+    files = model_files(BUNDLED_DIR / name)  # its own or shared with an earlier model
+    assert file_sha256(files["entropy.safetensors"]) == INDEX["models"][name]["entropy_sha256"]
     # ... and a learned postfilter's weights: what a file decodes to
-    assert file_sha256(BUNDLED_DIR / name / "postfilter.safetensors") == INDEX["models"][name].get("postfilter_sha256")
+    assert file_sha256(files["postfilter.safetensors"]) == INDEX["models"][name].get("postfilter_sha256")
     assert model.name == name and model.entropy_tables and model.measured_rates
 
 

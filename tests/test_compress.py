@@ -50,7 +50,7 @@ def test_a_rate_target_is_a_promise_about_the_file(request_kbps):
         assert out.point.name == "n1" and "too short" in out.notes[-1]
     with pytest.warns(RateWarning) if out.notes else contextlib.nullcontext():
         codec.compress(x, f"{request_kbps}kbps")
-    with pytest.raises(RateError, match="below the lowest rate"):  # stereo: n1 costs 2 x 0.6 kbps
+    with pytest.raises(RateError, match=r"1kbps for 2 channels \(0.5 kbps each\) is below the lowest rate"):  # n1: 0.6 kbps each
         codec.compress(x, "1kbps")
 
 

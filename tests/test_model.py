@@ -238,6 +238,51 @@ def test_load_refuses_foreign_or_mismatched_files(tmp_path):
         Codec.load(tmp_path / "nothing")
 
 
+def test_a_model_folder_may_share_its_weight_files_with_a_sibling(tmp_path):
+    import shutil
+
+    from codec.model import model_files
+
+    codec = audio_rvq(init="kmeans")
+    codec.train()(torch.rand(2, 1, 3000) * 2 - 1)
+    codec.eval().fit_entropy_tables([torch.rand(1, 1, 4000) * 2 - 1])
+    base = codec.save(tmp_path / "audio-v1", name="audio-v1")
+    variant = tmp_path / "audio-v2"
+    variant.mkdir()
+    cfg = json.loads((base / "config.json").read_text())
+    shared = {**cfg, "name": "audio-v2", "beam_size": 4,  # a config change: another encoder setting
+              "shared_files": {"model.safetensors": "audio-v1", "entropy.safetensors": "audio-v1"}}
+    (variant / "config.json").write_text(json.dumps(shared))
+    files = model_files(variant)
+    assert files["model.safetensors"] == tmp_path / "audio-v1" / "model.safetensors"
+    assert not files["postfilter.safetensors"].exists()
+    loaded = Codec.load(variant)
+    assert loaded.weights_sha256() == codec.weights_sha256() and loaded.beam_size == 4 and loaded.name == "audio-v2"
+    x = torch.rand(1, 1, 4000) * 2 - 1
+    codes = codec.encode(x, "n2")
+    assert torch.equal(loaded.decode(codes), codec.decode(codes))
+    assert loaded.entropy_tables.keys() == codec.entropy_tables.keys() and loaded.entropy_tables  # the shared tables
+    # saved elsewhere, a shared model becomes a complete folder of its own
+    loaded.save(tmp_path / "copy" / "m")
+    assert "shared_files" not in json.loads((tmp_path / "copy" / "m" / "config.json").read_text())
+    assert Codec.load(tmp_path / "copy" / "m").weights_sha256() == codec.weights_sha256()
+    for bad, match in [
+        ({"model.safetensors": "../audio-v1"}, "must name a sibling folder"),
+        ({"model.safetensors": "/etc"}, "must name a sibling folder"),
+        ({"model.safetensors": ".."}, "must name a sibling folder"),
+        ({"config.json": "audio-v1"}, "may share"),
+        ({"model.safetensors": "audio-v9"}, "does not exist"),
+        (["audio-v1"], "must map file names"),
+    ]:
+        (variant / "config.json").write_text(json.dumps({**shared, "shared_files": bad}))
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            Codec.load(variant)
+    (variant / "config.json").write_text(json.dumps(shared))
+    shutil.copy(base / "model.safetensors", variant / "model.safetensors")
+    with pytest.raises(ValueError, match="holds model.safetensors and also shares it"):
+        Codec.load(variant)
+
+
 def test_decode_checks_the_latent_grid():
     codec = audio_rvq().eval()
     enc = codec.encode(torch.rand(1, 1, 1000), "n2")

@@ -152,6 +152,10 @@ def test_publish_postfilter_makes_a_new_model_and_leaves_the_source(tmp_path):
     assert index["models"]["audio-t2"] == {**entry, "description": "with a postfilter"}
     new = Codec.load(weights / "audio-t2")
     assert new.name == "audio-t2" and new.weights_sha256() == model.weights_sha256()
+    # the new model keeps the source's weights and tables where they are, without a copy
+    assert not list((weights / "audio-t2").glob("*.safetensors"))
+    assert json.loads((weights / "audio-t2" / "config.json").read_text())["shared_files"] == {
+        "model.safetensors": "audio-t1", "entropy.safetensors": "audio-t1"}
     assert new.postfilter.strength == 0.75 and summary["postfilter"] == new.postfilter.config()
     card = (weights / "audio-t2" / "MODEL_CARD.md").read_text()
     assert card.startswith("# audio-t2\n") and card.index("## Postfilter") < card.index("## Rate points")
