@@ -9,7 +9,8 @@ and resampled to 8 kHz (telephone, PESQ-nb), as ``vqcodec eval`` does. Each clip
 once per rate target and decoded once without a postfilter; every setting of ``--settings``
 (name=JSON keyword arguments of :class:`codec.postfilter.FormantPostfilter`; ``none`` is the
 decoder's own output) then filters that output at the model's rate before it is resampled to the
-clip's and scored. ``--music-seconds`` adds the validation music and drums (their first seconds).
+clip's and scored; a clip a rate target is too low for (two channels at 0.8 kbps) is left out of
+that target's rows for every setting. ``--music-seconds`` adds the validation music and drums (their first seconds).
 Rows: mean PESQ / STOI per setting, rate and band, and the mean per-clip change against the first
 setting with the number of clips it improves.
 """
@@ -35,6 +36,7 @@ from codec.evaluate import audio_files, audio_quality  # noqa: E402
 from codec.files import compress_signal  # noqa: E402
 from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
+from codec.model import RateError  # noqa: E402
 from codec.nets.audio import resample  # noqa: E402
 from codec.postfilter import FormantPostfilter, SpectralMaskPostfilter  # noqa: E402
 
@@ -100,7 +102,10 @@ def main() -> None:
                 wav = wav[..., : int(args.music_seconds * sr)]
             ref = wav.float().mean(0).numpy()
             for rate in args.rates.split(","):
-                out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
+                try:
+                    out = compress_signal(wav, rate=rate, model=model, sample_rate=sr)
+                except RateError:  # a target too low for this clip (e.g. 0.8 kbps for two channels): every setting skips it
+                    continue
                 raw, _ = model.decompress(out.data, postfilter=False)  # (B=channels, 1, T) at the model's rate
                 audio_seconds += raw.shape[-1] / sr_model
                 for name, pf in settings.items():

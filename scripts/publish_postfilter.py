@@ -5,10 +5,15 @@
     python scripts/publish_postfilter.py audio-v7 --publish-as audio-v9 --pitch-gain 0.25
     python scripts/publish_postfilter.py audio-v7 --publish-as audio-v11 --mask runs/pf/mask.safetensors \
         --then-formant --pitch-gain 0.25
+    python scripts/publish_postfilter.py audio-v7 --publish-as audio-v12 --pitch-gain 0.25 \
+        --narrow-strength 0.75 --narrow-pitch-gain 0.4
 
 A learned postfilter (``--mask``, the output of ``recipes/postfilter.py train``) is stored as the
 folder's ``postfilter.safetensors``, whose hash the index records beside the others; with
-``--then-formant`` the formant postfilter of the other options follows it.
+``--then-formant`` the formant postfilter of the other options follows it. ``--narrow-strength``
+(and ``--narrow-pitch-gain``) give signals returned at 8 kHz or less (telephone speech) a formant
+postfilter of their own (:class:`codec.postfilter.BandwidthPostfilter`), the rest the one of the
+other options.
 
 A postfilter (:mod:`codec.postfilter`) is applied by the decoder to every signal it decodes; it
 costs no bits and leaves the weights, the entropy tables, the encoder and the files it writes as
@@ -91,6 +96,22 @@ def mask_section(source: str, postfilter: SpectralMaskPostfilter, trained: dict[
     return [*lines, ""]
 
 
+def bandwidth_section(source: str, narrow: FormantPostfilter, wide: FormantPostfilter) -> list[str]:
+    """The card's "Postfilter" section of formant postfilters that differ by output bandwidth."""
+    return [
+        "## Postfilter", "",
+        f"`{source}`'s weights, entropy tables, encoder settings and rate targets, bit for bit, with decoder-side "
+        f"formant postfilters (`codec.postfilter.FormantPostfilter`, the adaptive postfilter of CELP speech decoders: "
+        f"every decoded frame filtered by `A(z/g1) / A(z/g2)` of its own LPC envelope, the magnitude response raised "
+        f"to a strength, its energy kept; then a long-term (pitch) stage, `(x + g x[-lag]) / (1 + g)` where the "
+        f"signal correlates with its own past) chosen by the bandwidth a signal is returned at "
+        f"(`codec.postfilter.BandwidthPostfilter`): signals returned at 8 kHz or less (telephone speech: the file's "
+        f"source sample rate) get {formant_words(narrow)}, every other signal {formant_words(wide)}. It costs no bits; "
+        "`vqcodec decompress --no-postfilter` (or `postfilter=False`) returns the decoder's own output, which is "
+        f"`{source}`'s. The rate table below is of that output.", "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="the published audio model to start from")
@@ -105,6 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="with --then-formant: that stage's formant strength (default --strength; 0: its pitch stage alone)")
     ap.add_argument("--narrow-band-only", action="store_true",
                     help="with --mask: learned stage for output at <= 8 kHz only, the formant postfilter for the rest")
+    ap.add_argument("--narrow-strength", type=float, default=None,
+                    help="output at <= 8 kHz gets a formant postfilter of this strength (the rest: --strength)")
+    ap.add_argument("--narrow-pitch-gain", type=float, default=None,
+                    help="with --narrow-strength: its pitch stage's gain (default --pitch-gain)")
     ap.add_argument("--description", default=None, help="the new model's index description")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR)
     args = ap.parse_args(argv)
@@ -117,13 +142,20 @@ def main(argv: list[str] | None = None) -> dict:
     trained: dict[str, str] = {}
     sample_rate = int(model.sample_rate)
 
-    def formant(strength: float) -> FormantPostfilter:
+    def formant(strength: float, pitch_gain: float | None = None) -> FormantPostfilter:
         return FormantPostfilter(sample_rate, gamma_num=args.gamma_num, gamma_den=args.gamma_den, strength=strength,
-                                 pitch_gain=args.pitch_gain)
+                                 pitch_gain=args.pitch_gain if pitch_gain is None else pitch_gain)
 
+    if args.narrow_strength is not None and args.mask is not None:
+        raise SystemExit("--narrow-strength is a formant postfilter for narrow-band output; with --mask use --narrow-band-only")
+    if args.narrow_pitch_gain is not None and args.narrow_strength is None:
+        raise SystemExit("--narrow-pitch-gain goes with --narrow-strength")
     try:
         wide = formant(args.strength)
         postfilter: FormantPostfilter | SpectralMaskPostfilter | BandwidthPostfilter = wide
+        if args.narrow_strength is not None:
+            postfilter = BandwidthPostfilter(sample_rate, narrow=formant(args.narrow_strength, args.narrow_pitch_gain).config(),
+                                             wide=wide.config())
         if args.mask is not None:
             then = formant(args.strength if args.then_strength is None else args.then_strength)
             mask, trained = SpectralMaskPostfilter.from_file(args.mask, sample_rate,
@@ -147,7 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
         at = card.find(SECTION)
         if at < 0:
             raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
-        if isinstance(postfilter, BandwidthPostfilter):
+        if isinstance(postfilter, BandwidthPostfilter) and learned_stage(postfilter) is None:
+            section = bandwidth_section(args.name, postfilter.narrow, postfilter.wide)
+        elif isinstance(postfilter, BandwidthPostfilter):
             section = mask_section(args.name, learned_stage(postfilter), trained, wide=postfilter.wide)
         elif isinstance(postfilter, SpectralMaskPostfilter):
             section = mask_section(args.name, postfilter, trained)

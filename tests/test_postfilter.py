@@ -236,6 +236,29 @@ def test_the_bundled_audio_v11_filters_telephone_output_with_its_net_and_the_res
             torch.testing.assert_close(y11, y9)
 
 
+def test_the_bundled_audio_v12_filters_telephone_output_more_strongly_and_the_rest_as_audio_v9():
+    from codec.files import compress_signal, decompress
+    from codec.hub import load_model
+    from codec.postfilter import BandwidthPostfilter, FormantPostfilter
+
+    v9, v12 = load_model("audio-v9"), load_model("audio-v12")
+    assert v12.weights_sha256() == v9.weights_sha256() and v12.target_points == v9.target_points
+    pf = v12.postfilter
+    assert isinstance(pf, BandwidthPostfilter) and pf.wide.config() == v9.postfilter.config()
+    assert isinstance(pf.narrow, FormantPostfilter) and (pf.narrow.strength, pf.narrow.pitch_gain) == (0.75, 0.4)
+    for rate_hz in (8000, 16000):
+        x = torch.from_numpy(scipy.signal.resample_poly(ar_signal(2.0).numpy(), rate_hz, 24000)).float()[None]
+        a = compress_signal(x, rate="k256-n2", model=v12, sample_rate=rate_hz)
+        b = compress_signal(x, rate="k256-n2", model=v9, sample_rate=rate_hz)
+        assert read_container(a.data)[1] == read_container(b.data)[1]  # the same codes
+        y12, y9 = decompress(a.data, v12)[0], decompress(b.data, v9)[0]
+        if rate_hz == 8000:
+            assert (y12 - y9).abs().max() > 1e-3  # the stronger filter
+            torch.testing.assert_close(decompress(a.data, v12, postfilter=False)[0], decompress(b.data, v9, postfilter=False)[0])
+        else:
+            torch.testing.assert_close(y12, y9)
+
+
 # -- the learned (spectral-mask) postfilter ------------------------------------------------------
 def trained_like_mask(seed: int = 0, **kwargs) -> "SpectralMaskPostfilter":
     """A spectral-mask postfilter with random (not identity) weights, as if trained."""
@@ -302,6 +325,22 @@ def test_a_codec_saves_and_loads_its_learned_postfilter_outside_the_weights_hash
     (tmp_path / "m" / POSTFILTER_FILE).unlink()
     with pytest.raises(ValueError, match="postfilter.safetensors"):
         Codec.load(tmp_path / "m")
+
+
+def test_publish_a_narrow_band_formant_postfilter(tmp_path):
+    from codec.postfilter import BandwidthPostfilter
+    from scripts.publish_postfilter import main
+
+    model, weights, entry = tiny_published_model(tmp_path, "audio-t1", "# audio-t1\n\n## Training\n\nby hand\n\n## Rate points\n\ntable\n")
+    with pytest.raises(SystemExit, match="goes with --narrow-strength"):
+        main(["audio-t1", "--publish-as", "audio-t2", "--narrow-pitch-gain", "0.4", "--weights-dir", str(weights)])
+    main(["audio-t1", "--publish-as", "audio-t2", "--pitch-gain", "0.25", "--narrow-strength", "0.75",
+          "--narrow-pitch-gain", "0.4", "--weights-dir", str(weights)])
+    pf = Codec.load(weights / "audio-t2").postfilter
+    assert isinstance(pf, BandwidthPostfilter) and pf.narrow_max_rate_hz == 8000
+    assert (pf.narrow.strength, pf.narrow.pitch_gain, pf.wide.strength, pf.wide.pitch_gain) == (0.75, 0.4, 0.5, 0.25)
+    card = (weights / "audio-t2" / "MODEL_CARD.md").read_text()
+    assert "returned at 8 kHz or less" in card and "strength 0.75 and its pitch stage at gain 0.4" in card
 
 
 def test_publish_a_learned_postfilter_records_its_hash(tmp_path):
