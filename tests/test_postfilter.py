@@ -213,50 +213,44 @@ def test_the_bundled_audio_v10_is_audio_v9_with_g729s_pitch_gain():
     assert (y10 - raw).square().sum() > (y9 - raw).square().sum() > 0
 
 
-def test_the_bundled_audio_v11_filters_telephone_output_with_its_net_and_the_rest_as_audio_v9():
+def _decodes_as_audio_v9_but_in_the_telephone_band(name: str) -> Codec:
+    """The bundled model ``name``: audio-v9's weights and targets, the same codes, its decoded
+    telephone-band (8 kHz) output otherwise filtered than audio-v9's, the rest exactly audio-v9's."""
     from codec.files import compress_signal, decompress
     from codec.hub import load_model
-    from codec.postfilter import BandwidthPostfilter, SpectralMaskPostfilter
 
-    v9, v11 = load_model("audio-v9"), load_model("audio-v11")
-    assert v11.weights_sha256() == v9.weights_sha256() and v11.target_points == v9.target_points
-    pf = v11.postfilter
-    assert isinstance(pf, BandwidthPostfilter) and isinstance(pf.narrow, SpectralMaskPostfilter) and pf.narrow.loaded
-    assert pf.wide.config() == v9.postfilter.config() and pf.narrow.then.strength == 0 and pf.narrow.then.pitch_gain == 0.25
+    v9, new = load_model("audio-v9"), load_model(name)
+    assert new.weights_sha256() == v9.weights_sha256() and new.target_points == v9.target_points
+    assert new.postfilter.wide.config() == v9.postfilter.config()
     for rate_hz in (8000, 16000):
         x = torch.from_numpy(scipy.signal.resample_poly(ar_signal(2.0).numpy(), rate_hz, 24000)).float()[None]
         # a rate point, not a target: the longer name leaves a 1.2 kbps budget one byte less
-        a = compress_signal(x, rate="k256-n2", model=v11, sample_rate=rate_hz)
+        a = compress_signal(x, rate="k256-n2", model=new, sample_rate=rate_hz)
         b = compress_signal(x, rate="k256-n2", model=v9, sample_rate=rate_hz)
         assert read_container(a.data)[1] == read_container(b.data)[1]  # the same codes
-        y11, y9 = decompress(a.data, v11)[0], decompress(b.data, v9)[0]
+        ours, theirs = decompress(a.data, new)[0], decompress(b.data, v9)[0]
         if rate_hz == 8000:
-            assert (y11 - y9).abs().max() > 1e-3  # the net, not audio-v9's filter
+            assert (ours - theirs).abs().max() > 1e-3  # its own filter, not audio-v9's
+            torch.testing.assert_close(decompress(a.data, new, postfilter=False)[0], decompress(b.data, v9, postfilter=False)[0])
         else:
-            torch.testing.assert_close(y11, y9)
+            torch.testing.assert_close(ours, theirs)
+    return new
+
+
+def test_the_bundled_audio_v11_filters_telephone_output_with_its_net_and_the_rest_as_audio_v9():
+    from codec.postfilter import BandwidthPostfilter, SpectralMaskPostfilter
+
+    pf = _decodes_as_audio_v9_but_in_the_telephone_band("audio-v11").postfilter
+    assert isinstance(pf, BandwidthPostfilter) and isinstance(pf.narrow, SpectralMaskPostfilter) and pf.narrow.loaded
+    assert pf.narrow.then.strength == 0 and pf.narrow.then.pitch_gain == 0.25
 
 
 def test_the_bundled_audio_v12_filters_telephone_output_more_strongly_and_the_rest_as_audio_v9():
-    from codec.files import compress_signal, decompress
-    from codec.hub import load_model
     from codec.postfilter import BandwidthPostfilter, FormantPostfilter
 
-    v9, v12 = load_model("audio-v9"), load_model("audio-v12")
-    assert v12.weights_sha256() == v9.weights_sha256() and v12.target_points == v9.target_points
-    pf = v12.postfilter
-    assert isinstance(pf, BandwidthPostfilter) and pf.wide.config() == v9.postfilter.config()
-    assert isinstance(pf.narrow, FormantPostfilter) and (pf.narrow.strength, pf.narrow.pitch_gain) == (0.75, 0.4)
-    for rate_hz in (8000, 16000):
-        x = torch.from_numpy(scipy.signal.resample_poly(ar_signal(2.0).numpy(), rate_hz, 24000)).float()[None]
-        a = compress_signal(x, rate="k256-n2", model=v12, sample_rate=rate_hz)
-        b = compress_signal(x, rate="k256-n2", model=v9, sample_rate=rate_hz)
-        assert read_container(a.data)[1] == read_container(b.data)[1]  # the same codes
-        y12, y9 = decompress(a.data, v12)[0], decompress(b.data, v9)[0]
-        if rate_hz == 8000:
-            assert (y12 - y9).abs().max() > 1e-3  # the stronger filter
-            torch.testing.assert_close(decompress(a.data, v12, postfilter=False)[0], decompress(b.data, v9, postfilter=False)[0])
-        else:
-            torch.testing.assert_close(y12, y9)
+    pf = _decodes_as_audio_v9_but_in_the_telephone_band("audio-v12").postfilter
+    assert isinstance(pf, BandwidthPostfilter) and isinstance(pf.narrow, FormantPostfilter)
+    assert (pf.narrow.strength, pf.narrow.pitch_gain) == (0.75, 0.4)
 
 
 # -- the learned (spectral-mask) postfilter ------------------------------------------------------
