@@ -1843,7 +1843,7 @@ def _resolve_files(folder: Path, config: Mapping[str, Any]) -> dict[str, Path]:
     for name, sibling in shared.items():
         if name not in SHAREABLE_FILES:
             raise ValueError(f"{where}: {SHARED_FILES_KEY} may share {', '.join(SHAREABLE_FILES)}, not {name!r}")
-        if not isinstance(sibling, str) or not _SIBLING_NAME.fullmatch(sibling) or ".." in sibling:
+        if not isinstance(sibling, str) or not _SIBLING_NAME.fullmatch(sibling):  # a name: no separator, no leading dot
             raise ValueError(f"{where}: {SHARED_FILES_KEY}[{name!r}] must name a sibling folder, not {sibling!r}")
         if (folder / name).exists():
             raise ValueError(f"{folder} holds {name} and also shares it from {sibling}: keep one")

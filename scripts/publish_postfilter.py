@@ -179,10 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
         at = card.find(SECTION)
         if at < 0:
             raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
-        if isinstance(postfilter, BandwidthPostfilter) and learned_stage(postfilter) is None:
+        if isinstance(postfilter, BandwidthPostfilter) and learned is None:
             section = bandwidth_section(args.name, postfilter.narrow, postfilter.wide)
         elif isinstance(postfilter, BandwidthPostfilter):
-            section = mask_section(args.name, learned_stage(postfilter), trained, wide=postfilter.wide)
+            section = mask_section(args.name, learned, trained, wide=postfilter.wide)
         elif isinstance(postfilter, SpectralMaskPostfilter):
             section = mask_section(args.name, postfilter, trained)
         else:

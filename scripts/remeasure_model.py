@@ -130,8 +130,8 @@ def _share_from(weights_dir: Path, source: str, staging: Path) -> None:
     folder that holds them (``source`` or the one it shares them from) instead of copying them."""
     config = json.loads((staging / CONFIG_FILE).read_text())
     shared = dict(config.get(SHARED_FILES_KEY) or {})
-    for name, path in model_files(weights_dir / source).items():
-        if path.is_file() and path.parent.parent == weights_dir:
+    for name, path in model_files(weights_dir / source).items():  # each in weights_dir/<holder>/
+        if path.is_file():
             shared[name] = path.parent.name
             (staging / name).unlink(missing_ok=True)
     if shared:

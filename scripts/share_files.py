@@ -15,7 +15,6 @@ a model whose files cannot all be checked is left as it is.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,17 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.hub import BUNDLED_DIR, INDEX_FILE  # noqa: E402
+from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, SHARED_FILES_KEY, SHAREABLE_FILES, Codec, config_text, model_files  # noqa: E402
 
 
 def _order(name: str) -> tuple[str, int, str]:
     stem, _, version = name.rpartition("-v")
     return (stem, int(version), name) if version.isdigit() else (name, 0, name)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def duplicates(weights_dir: Path) -> list[tuple[str, str, str]]:
@@ -47,7 +42,7 @@ def duplicates(weights_dir: Path) -> list[tuple[str, str, str]]:
             path = weights_dir / name / file
             if not path.is_file():
                 continue
-            key = (file, _digest(path))
+            key = (file, file_sha256(path))
             if key in first:
                 found.append((name, file, first[key]))
             else:
@@ -57,7 +52,7 @@ def duplicates(weights_dir: Path) -> list[tuple[str, str, str]]:
 
 def _fingerprint(folder: Path) -> tuple[str, dict[str, str | None]]:
     model = Codec.load(folder)
-    files = {f: (_digest(p) if p.is_file() else None) for f, p in model_files(folder).items()}
+    files = {f: file_sha256(p) for f, p in model_files(folder).items()}
     return model.weights_sha256(), files
 
 
