@@ -137,6 +137,16 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
+def _match_kbps(text: str, debug: bool) -> float:
+    """``--match-up-to``: a rate in kbps or bps (``"6kbps"`` -> 6.0)."""
+    from codec.model import parse_rate
+
+    value, unit = _guard(debug, parse_rate, text)
+    if unit != "kbps":
+        _fail(f"--match-up-to takes an audio rate such as 6kbps, not {text!r}")
+    return value
+
+
 def _is_target(rate: str) -> bool:
     """Whether ``rate`` is a rate target (a number with a unit), not a point name, max or min."""
     from codec.model import RateError, parse_rate
@@ -608,6 +618,7 @@ def evaluate(
     max_seconds: Optional[float] = typer.Option(None, min=0.5, help="Audio: evaluate the first this many seconds of each file."),
     min_seconds: Optional[float] = typer.Option(None, min=0.0, help="Audio: leave out files shorter than this (container headers dominate tiny clips)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=8000, max=192000, help="Audio: resample every file to this rate (Hz) first and score against that, e.g. 8000 for telephone speech (PESQ narrow-band below 16 kHz)."),
+    match: Optional[str] = typer.Option(None, "--match-up-to", help="Audio: also code ours within the size of each baseline file whose nominal rate is at most this (e.g. 6kbps: every Codec2 mode and Opus at 6 kbps), and compare each such baseline with that file (iso-rate)."),
     device: Device = DEVICE,
     beam: Optional[int] = BEAM,
     refine: Optional[int] = REFINE,
@@ -652,8 +663,10 @@ def evaluate(
         extra["beam_size"] = beam
         extra["refine_steps"] = refine
         extra["variable_depth"] = variable_depth
-        if (min_seconds or sample_rate) and kind != "audio":
-            _fail("--min-seconds and --sample-rate apply to audio")
+        if (min_seconds or sample_rate or match) and kind != "audio":
+            _fail("--min-seconds, --sample-rate and --match-up-to apply to audio")
+        if match:
+            extra["match_kbps"] = _match_kbps(match, debug)
         rows = _guard(debug, run, folder, m, points, chosen, lambda s: progress.update(task, description=f"eval {s}"),
                       max_files, max_seconds, **extra)
     unit = "bpp" if kind == "image" else "kbps"

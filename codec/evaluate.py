@@ -12,6 +12,8 @@ or seconds of the input.
   the reference (cross-correlation, +-50 ms), since Opus and Codec2 add delay. Baselines:
   ``opusenc``/``opusdec`` at a list of bitrates (its floor is about 6 kbps) and ``c2enc``/
   ``c2dec`` in every mode (700C-3200). Missing command-line tools are reported and skipped.
+  ``match_kbps`` also codes ours within the size of each baseline file up to that nominal rate,
+  so that each baseline is compared at exactly its own bits (iso-rate), not only at our requests.
 
 The report folder gets ``results.csv`` (one row per file, codec and setting), ``summary.md``
 (means per codec and setting) and ``rd.png`` (the rate-distortion curves).
@@ -266,13 +268,33 @@ def _codec2(wav: np.ndarray, sample_rate: int, mode: str, tmp: Path) -> tuple[in
     return enc.stat().st_size, resample(torch.from_numpy(y), 8000, sample_rate).numpy()
 
 
+def nominal_kbps(codec: str, setting: str) -> float:
+    """A fixed-rate baseline setting's nominal rate: ``("opus", "6kbps")`` -> 6.0, ``("codec2", "700C")`` -> 0.7."""
+    if codec == "opus":
+        return float(setting.removesuffix("kbps"))
+    if codec == "codec2":
+        return int(setting.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")) / 1000
+    raise ValueError(f"no nominal rate for {codec} {setting}")
+
+
+def _within_bytes(num_bytes: int, seconds: float) -> str:
+    """The rate target (bit/s, rounded down) whose budget over ``seconds`` is at most ``num_bytes``."""
+    return f"{math.floor(8 * num_bytes / seconds * 1000) / 1000:.3f}bps"
+
+
 def evaluate_audio(
     folder: Path, model: Any, rates: list[str], baselines: Iterable[str], progress: Callable[[str], None] = lambda s: None,
     limit: int | None = None, max_seconds: float | None = None, min_seconds: float | None = None,
     sample_rate: int | None = None, beam_size: int | None = None, refine_steps: int | None = None,
     envelope: bool | None = None, variable_depth: bool = True, postfilter: bool = True,
+    match_kbps: float | None = None,
 ) -> list[Row]:
     """Ours at each rate; Opus at :data:`OPUS_KBPS`; Codec2 in every mode (tools permitting).
+
+    ``match_kbps``: ours also coded, per file, within the real size of each baseline file whose
+    nominal rate is at most this (a row ``at <codec> <setting>``; :func:`write_report` pairs the
+    baseline with it): an iso-rate comparison, where the rows at our requested rates leave the
+    baseline the bits between its file and our nearest lower request.
 
     ``min_seconds`` leaves out shorter files (before ``limit`` spreads the choice over the rest):
     on a one-second clip the container headers of every codec are a large share of the rate.
@@ -306,6 +328,7 @@ def evaluate_audio(
             y, _ = decompress(out.data, model=model, postfilter=postfilter)
             rows.append(Row(path.name, "vqcodec", _our_setting(rate, out.point.name), len(out.data),
                             8 * len(out.data) / seconds / 1000, audio_quality(ref, _mono(y), sr)))
+        base_rows: list[Row] = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [("opus", f"{k:g}kbps", k) for k in OPUS_KBPS] if "opus" in baselines else []
             settings += [("codec2", m, m) for m in CODEC2_MODES] if "codec2" in baselines else []
@@ -316,7 +339,23 @@ def evaluate_audio(
                 except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
                     rows.append(Row(path.name, name, f"{label}: failed ({type(err).__name__})", 0, float("nan"), {}))
                     continue
-                rows.append(Row(path.name, name, label, size, 8 * size / seconds / 1000, audio_quality(ref, y[: len(ref)], sr)))
+                base_rows.append(Row(path.name, name, label, size, 8 * size / seconds / 1000,
+                                     audio_quality(ref, y[: len(ref)], sr)))
+        rows += base_rows
+        matched: dict[int, tuple[Any, dict[str, float]]] = {}  # a baseline file's size -> our file within it
+        for base in base_rows:
+            if match_kbps is None or nominal_kbps(base.codec, base.setting) > match_kbps:
+                continue
+            if base.bytes not in matched:
+                progress(f"{path.name} @ {base.codec} {base.setting}'s size")
+                out = compress_signal(wav, rate=_within_bytes(base.bytes, seconds), model=model, sample_rate=sr,
+                                      source=meta, beam_size=beam_size, refine_steps=refine_steps,
+                                      envelope=envelope, variable_depth=variable_depth)
+                y, _ = decompress(out.data, model=model, postfilter=postfilter)
+                matched[base.bytes] = out, audio_quality(ref, _mono(y), sr)
+            out, quality = matched[base.bytes]
+            rows.append(Row(path.name, "vqcodec", f"at {base.codec} {base.setting} ({out.point.name})", len(out.data),
+                            8 * len(out.data) / seconds / 1000, quality))
     return rows
 
 
@@ -352,8 +391,10 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
     A size-matched baseline (setting ``"<= POINT"``) gets one entry over the files it could reach,
     and ``delta``: the mean of ours minus it in the first quality metric (PSNR, else PESQ) over
     those same files — positive where ours is better. A fixed-rate baseline (Opus at 6 kbps, a
-    Codec2 mode) is compared per file with our best evaluated point whose real rate is not above
-    its own (``delta`` over the files where such a point exists, ``paired`` of them). The second
+    Codec2 mode) is compared per file with our file coded within its file's size (a setting
+    ``"at <codec> <setting>"``, where the evaluation made one), else with our best evaluated point
+    whose real rate is not above its own (``delta`` over the files where such a point exists,
+    ``paired`` of them). The second
     metric (MS-SSIM, STOI) is paired the same way, as ``delta_<metric>``.
     """
     groups: dict[tuple[str, str], list[Row]] = {}
@@ -380,6 +421,8 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
             for r in ok:
                 if setting.startswith("<= "):
                     mine = ours.get((r.file, setting[3:]))
+                elif (r.file, f"at {codec} {setting}") in ours:  # ours coded within its file's size
+                    mine = ours[(r.file, f"at {codec} {setting}")]
                 else:  # our highest-rate row on this file at or below its rate
                     cands = [o for (f, _), o in ours.items() if f == r.file and o.rate <= r.rate * (1 + 1e-9)]
                     mine = max(cands, key=lambda o: o.rate, default=None)
@@ -414,6 +457,12 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
         md.append(f"A baseline at `<= POINT` is at its best quality not larger than our file at POINT, per file; "
                   f"its means are over the files it can reach (`files`), and `ours - it` is our {primary} minus its "
                   f"{primary} on those files (positive: ours is better). Where it cannot reach, ours is smaller.")
+    elif deltas and any(e["setting"].startswith("at ") for e in summary):
+        md.append(f"`vqcodec` at `<codec> <setting>`: ours coded, per file, within the size of that baseline's file "
+                  f"(a rate target of its real rate). `ours - it`: per file, our {primary} there (for a baseline "
+                  f"without such a row: at our best evaluated point whose real rate is not above the baseline's) "
+                  f"minus the baseline's {primary}; the mean over the files where such a point exists (`n=`). "
+                  f"Positive: ours is better at no more bits.")
     elif deltas:
         md.append(f"`ours - it`: per file, our {primary} at our best evaluated point whose real rate is not above "
                   f"the baseline's, minus the baseline's {primary}; the mean over the files where such a point "
@@ -450,10 +499,13 @@ def _plot(summary: list[dict[str, Any]], metric_names: list[str], unit: str, tit
 
     metrics = [m for m in ("psnr", "ms_ssim", "pesq", "stoi", "si_sdr", "mel") if m in metric_names]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
-    codecs = list(dict.fromkeys(e["codec"] for e in summary))
+    def series(e: dict[str, Any]) -> str:  # ours within the baselines' sizes apart from ours at our requests
+        return f"{e['codec']} at baseline sizes" if e["setting"].startswith("at ") else e["codec"]
+
+    codecs = list(dict.fromkeys(series(e) for e in summary))
     for ax, m in zip(axes[0], metrics):
         for c in codecs:
-            pts = sorted((e["rate"], e.get(m, float("nan"))) for e in summary if e["codec"] == c)
+            pts = sorted((e["rate"], e.get(m, float("nan"))) for e in summary if series(e) == c)
             pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=c)

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.app import app
-from codec.evaluate import align, missing_tools
+from codec.evaluate import align, missing_tools, nominal_kbps
 
 runner = CliRunner()
 
@@ -109,6 +109,34 @@ def test_audio_eval_with_opus_and_codec2(model_dirs, speech_dir, tmp_path):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "ours - it (pesq)" in summary  # fixed-rate baselines are paired with our point at no more bits
     assert "ours - it (stoi)" in summary  # ... in both measures
+
+
+@pytest.mark.skipif(bool(missing_tools(["codec2"])), reason="codec2 not installed")
+def test_audio_eval_codes_ours_within_each_baseline_files_size(model_dirs, speech_dir, tmp_path):
+    out = runner.invoke(app, ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--rates", "min",
+                              "--baselines", "codec2", "--match-up-to", "1.3kbps", "-o", str(tmp_path / "report")])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    ours = {(r["file"], r["setting"].split(" (")[0]): r for r in rows if r["codec"] == "vqcodec"}
+    theirs = [r for r in rows if r["codec"] == "codec2"]
+    matched = [r for r in theirs if r["setting"] in ("1300", "1200", "700C")]  # nominal rate <= 1.3 kbps
+    assert len(matched) == 6 and len(ours) == 2 + 6  # each file at "min" and within each matched file's size
+    for r in matched:
+        mine = ours[(r["file"], f"at codec2 {r['setting']}")]
+        assert int(mine["bytes"]) <= int(r["bytes"]) and float(mine["kbps"]) <= float(r["kbps"])
+        lowest = next(o for (f, s), o in ours.items() if f == r["file"] and not s.startswith("at "))  # "min"
+        assert int(mine["bytes"]) >= int(lowest["bytes"])  # a target: never below our lowest point
+    assert not any(s.startswith("at codec2 1400") for _, s in ours)  # 1.4 kbps is above the limit
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| vqcodec | at codec2 700C |" in summary and "within the size of that baseline's file" in summary
+    bad = runner.invoke(app, ["eval", str(speech_dir), "-m", str(model_dirs["audio"]), "--match-up-to", "0.1bpp",
+                              "-o", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "--match-up-to" in bad.output and not (tmp_path / "b").exists()
+
+
+def test_nominal_rates_of_the_baselines():
+    assert nominal_kbps("opus", "6kbps") == 6.0 and nominal_kbps("codec2", "700C") == 0.7
+    assert nominal_kbps("codec2", "3200") == 3.2
 
 
 def test_bad_eval_requests(model_dirs, image_dir, tmp_path):
