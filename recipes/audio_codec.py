@@ -191,6 +191,22 @@ PRESETS["cpu-v7"] = replace(
 )
 
 
+# A low-rate decoder: the bundled audio-v12's decoder (audio-v5's) fine-tuned as cpu-v7 but on the
+# codes of its one-level points only, the codes that files at ~0.8 kbps are made of (92-96 % of
+# their positions code one level). Measured, not published (bench/decoder_swap.py, 6 validation
+# speech clips): decoding audio-v12's own files (their band energies measured against its decoder)
+# at 0.8 kbps, PESQ +0.264 at 8 kHz (6 of 6 clips) and +0.164 wide-band (6 of 6), STOI -0.008,
+# mel distance +0.05 to +0.10; at 1.2 kbps (a third of the positions two or three levels deep)
+# PESQ +0.017 / +0.051 but STOI -0.028 / -0.029; files written with it as the encoder's decoder
+# too gain less (+0.076 / +0.039 at 0.8 kbps) and lose 0.04-0.05 at 1.2 kbps. So it is a decoder
+# for one-level codes beside the model's, not a replacement. 600 steps, 47 min on a 2-core CPU
+# shared with an evaluation.
+PRESETS["cpu-v8"] = replace(
+    PRESETS["cpu-v7"], out="runs/audio_cpu_v8", init_model="audio-v12", train_points=["k64-n1", "k256-n1", "k1024-n1"],
+    steps=600, val_every=300, checkpoint_every=150,
+)
+
+
 @torch.no_grad()
 def validate(model: Codec, data: AudioData, cfg: AudioCodecConfig, device: torch.device) -> dict[str, float]:
     """SI-SDR / mel distance of validation excerpts at up to four rate points (lowest to highest)."""

@@ -96,6 +96,9 @@ class TrainConfig:
     # with through_envelope: the weight of the signal losses on the raw decoder output (0: only the
     # corrected output is scored; the "l1" term stays on the raw output)
     raw_signal_weight: float = 1.0
+    # decoder fine-tuning: the rate points a step draws from (default: the model's rate-target
+    # points, else all of them), e.g. ["k64-n1", "k256-n1", "k1024-n1"] for its lowest rates
+    train_points: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
@@ -113,6 +116,8 @@ class TrainConfig:
             raise ValueError("through_envelope trains a published model's decoder: set train_parts='decoder'")
         if self.raw_signal_weight < 0 or (self.raw_signal_weight != 1.0 and not self.through_envelope):
             raise ValueError("raw_signal_weight must be >= 0 and weighs the raw output beside through_envelope only")
+        if self.train_points and self.train_parts != "decoder":
+            raise ValueError("train_points choose the codes a decoder fine-tune decodes: set train_parts='decoder'")
 
 
 @dataclass
@@ -209,7 +214,10 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
     model = build().to(device)
     decoder_only = cfg.train_parts == "decoder"
     trained = model.decoder if decoder_only else model  # what the optimiser, the EMA and DDP see
-    points = (model.target_points or [p.name for p in model.rate_points()]) if decoder_only else []
+    points = (list(cfg.train_points) or model.target_points or [p.name for p in model.rate_points()]) if decoder_only else []
+    unknown = sorted(set(points) - {p.name for p in model.rate_points()})
+    if unknown:
+        raise ValueError(f"train_points {', '.join(unknown)} are not rate points of {cfg.init_model}")
 
     def train_mode() -> None:
         if decoder_only:  # encoder and quantizer stay in eval mode: they write the codes files get

@@ -273,6 +273,29 @@ def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_pa
         recipe.main(["--config", "raq-debug", "--set", "raw_signal_weight=0", "--out", str(tmp_path / "w")])
 
 
+def test_decoder_fine_tuning_draws_its_points_from_train_points(tmp_path, monkeypatch):
+    published = publish_debug_model(audio_codec, tmp_path, torch.rand(1, 1, 4000) * 2 - 1)
+    lowest = Codec.load(published).rate_points()[0].name
+    drawn, forward = [], Codec.frozen_codes_forward
+
+    def spy(self, x, rate, *args, **kwargs):
+        drawn.append(rate)
+        return forward(self, x, rate, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "frozen_codes_forward", spy)
+    args = ["--config", "raq-debug", "--set", f"init_model={published}", "--set", "train_parts=decoder",
+            "--set", "steps=3", "--set", "val_every=3"]
+    audio_codec.main([*args, "--set", f'train_points=["{lowest}"]', "--out", str(tmp_path / "low")])
+    assert drawn == [lowest] * 3  # every step decodes the chosen point's codes
+    drawn.clear()
+    audio_codec.main([*args, "--out", str(tmp_path / "all")])
+    assert len(drawn) == 3 and set(drawn) <= {p.name for p in Codec.load(published).rate_points()}
+    with pytest.raises(ValueError, match="not rate points"):
+        audio_codec.main([*args, "--set", 'train_points=["k9-n99"]', "--out", str(tmp_path / "bad")])
+    with pytest.raises(ValueError, match="train_points"):
+        audio_codec.main(["--config", "raq-debug", "--set", f'train_points=["{lowest}"]', "--out", str(tmp_path / "x")])
+
+
 def test_decoder_fine_tuning_through_the_band_energy_correction(tmp_path):
     config_path = publish_debug_model(audio_codec, tmp_path, torch.rand(1, 1, 4000) * 2 - 1) / "config.json"
     config = json.loads(config_path.read_text())
