@@ -42,12 +42,17 @@ def image_evals(model: str) -> dict[str, list[str]]:
             f"{model}-photos-targets": [*photos, "--rates", IMAGE_TARGETS]}
 
 
-def speech_evals(model: str, rates: str = SPEECH_RATES, match: bool = False) -> dict[str, list[str]]:
+def speech_evals(model: str, rates: str = SPEECH_RATES, match: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """``<model>-speech`` and ``<model>-telephone`` (the same clips at 8 kHz) at the speech requests;
-    ``match``: also within the size of every Codec2 file and of Opus's at 6 kbps (iso-rate pairing)."""
-    speech = ["data/eval/speech", "-m", model, "--min-seconds", "2", *(["--match-up-to", "6kbps"] if match else [])]
-    return {f"{model}-speech": [*speech, "--rates", rates],
-            f"{model}-telephone": [*speech, "--sample-rate", "8000", "--rates", rates]}
+    those named in ``match`` ("speech", "telephone") also within the size of every Codec2 file and
+    of Opus's at 6 kbps (iso-rate pairing)."""
+    speech = ["data/eval/speech", "-m", model, "--min-seconds", "2"]
+
+    def matched(name: str) -> list[str]:
+        return ["--match-up-to", "6kbps"] if name in match else []
+
+    return {f"{model}-speech": [*speech, *matched("speech"), "--rates", rates],
+            f"{model}-telephone": [*speech, *matched("telephone"), "--sample-rate", "8000", "--rates", rates]}
 
 
 def music_eval(model: str) -> list[str]:
@@ -61,8 +66,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
     # audio-v12: audio-v9 with a stronger formant and pitch postfilter for telephone-band (<= 8 kHz) output
-    # (and, per file, within the size of each Codec2 file and of Opus's at 6 kbps: each is paired at its own bits)
-    **speech_evals("audio-v12", LOW_SPEECH_RATES, match=True), "audio-v12-music": music_eval("audio-v12"),
+    # (telephone: also, per file, within the size of each Codec2 file and of Opus's at 6 kbps, so each is paired at its own bits)
+    **speech_evals("audio-v12", LOW_SPEECH_RATES, match=("telephone",)), "audio-v12-music": music_eval("audio-v12"),
     # audio-v11: audio-v9 with the learned spectral-mask postfilter before its formant and pitch stages
     **speech_evals("audio-v11", LOW_SPEECH_RATES), "audio-v11-music": music_eval("audio-v11"),
     # audio-v10: audio-v9 with the pitch stage's gain of G.729 (0.5 instead of 0.25)
