@@ -66,8 +66,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
     # audio-v12: audio-v9 with a stronger formant and pitch postfilter for telephone-band (<= 8 kHz) output
-    # (telephone: also, per file, within the size of each Codec2 file and of Opus's at 6 kbps, so each is paired at its own bits)
-    **speech_evals("audio-v12", LOW_SPEECH_RATES, match=("telephone",)), "audio-v12-music": music_eval("audio-v12"),
+    # (also, per file, within the size of each Codec2 file and of Opus's at 6 kbps, so each is paired at its own bits)
+    **speech_evals("audio-v12", LOW_SPEECH_RATES, match=("speech", "telephone")), "audio-v12-music": music_eval("audio-v12"),
     # audio-v11: audio-v9 with the learned spectral-mask postfilter before its formant and pitch stages
     **speech_evals("audio-v11", LOW_SPEECH_RATES), "audio-v11-music": music_eval("audio-v11"),
     # audio-v10: audio-v9 with the pitch stage's gain of G.729 (0.5 instead of 0.25)
