@@ -62,6 +62,32 @@ def bench_setup(args: argparse.Namespace) -> tuple[Any, list[torch.Tensor], str]
     return (model, *load_signals(model, args.seconds))
 
 
+def validation_parser(doc: str, model: str, clips: int, rates: str) -> argparse.ArgumentParser:
+    """The options every benchmark on validation speech takes: --model, --clips, --rates, --data,
+    --threads, --json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", default=model)
+    ap.add_argument("--clips", type=int, default=clips)
+    ap.add_argument("--rates", default=rates)
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    return ap
+
+
+def validation_setup(args: argparse.Namespace) -> tuple[Any, list[Path]]:
+    """Threads and grad mode set, the model loaded: ``(model, validation speech clips)``: ``--clips``
+    of ``data/audio/val/speech-*`` (Czech and Dutch, not the English evaluation set) of at least
+    2 s, spread over the sorted list."""
+    from codec.evaluate import audio_files
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    model = load_model(args.model)
+    return model, audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
+
+
 def write_result(path: Path | None, model: str, units: str, rows: list[dict], **extra) -> dict:
     """The benchmark's result (model, signal, threads, machine, ``extra``, rows), written as JSON to ``path``."""
     result = {"model": model, "signal": units, "threads": torch.get_num_threads(), **extra,

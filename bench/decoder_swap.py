@@ -21,22 +21,20 @@ number of clips it improves.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import write_result  # noqa: E402
+from beam_search import validation_parser, validation_setup, write_result  # noqa: E402
 
-from codec.evaluate import audio_files, audio_quality  # noqa: E402
+from codec.evaluate import audio_quality  # noqa: E402
 from codec.files import compress_signal, decompress  # noqa: E402
 from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
@@ -53,22 +51,12 @@ def with_decoder(model, folder: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = validation_parser(__doc__, "audio-v12", 6, "0.8kbps,1.2kbps")
     ap.add_argument("decoder", help="model folder holding the fine-tuned decoder")
-    ap.add_argument("--model", default="audio-v12")
-    ap.add_argument("--clips", type=int, default=6)
-    ap.add_argument("--rates", default="0.8kbps,1.2kbps")
-    ap.add_argument("--data", type=Path, default=ROOT / "data")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    model = load_model(args.model)
+    model, clips = validation_setup(args)
     tuned = with_decoder(model, args.decoder)
-    ways = {"model": (model, model), "swapped": (model, tuned), "tuned": (tuned, tuned)}  # (encoder's, decoder)
-    clips = audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
+    ways = {"model": ("model", model), "swapped": ("model", tuned), "tuned": ("tuned", tuned)}  # (whose file, decoder)
     scores: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     start = time.perf_counter()
     for path in clips:
@@ -81,10 +69,10 @@ def main() -> None:
                 meta.update(sample_rate=sr, frames=wav.shape[-1])
             ref = wav[0].numpy()
             for rate in args.rates.split(","):
-                files = {id(m): compress_signal(wav, rate=rate, model=m, sample_rate=sr, source=meta).data
-                         for m in (model, tuned)}
-                for way, (enc, dec) in ways.items():
-                    y, _ = decompress(files[id(enc)], model=dec)
+                files = {name: compress_signal(wav, rate=rate, model=m, sample_rate=sr, source=meta).data
+                         for name, m in (("model", model), ("tuned", tuned))}
+                for way, (written_by, dec) in ways.items():
+                    y, _ = decompress(files[written_by], model=dec)
                     scores.setdefault((band, rate, way), []).append(audio_quality(ref, y.float().mean(0).numpy(), sr))
         print(f"{path.name}: {time.perf_counter() - start:.0f} s", flush=True)
     rows = []

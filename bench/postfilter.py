@@ -17,24 +17,21 @@ setting with the number of clips it improves.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import write_result  # noqa: E402
+from beam_search import validation_parser, validation_setup, write_result  # noqa: E402
 
-from codec.evaluate import audio_files, audio_quality  # noqa: E402
+from codec.evaluate import audio_quality  # noqa: E402
 from codec.files import compress_signal  # noqa: E402
-from codec.hub import load_model  # noqa: E402
 from codec.io import read_audio  # noqa: E402
 from codec.model import RateError  # noqa: E402
 from codec.nets.audio import resample  # noqa: E402
@@ -64,24 +61,14 @@ def parse_settings(specs: list[str], sample_rate: int) -> dict[str, FormantPostf
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="audio-v7", help="the model whose decoder output is filtered")
-    ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--rates", default="1.2kbps,1.6kbps,2.4kbps,6kbps")
+    ap = validation_parser(__doc__, "audio-v7", 24, "1.2kbps,1.6kbps,2.4kbps,6kbps")
     ap.add_argument("--settings", nargs="*", default=list(DEFAULT_SETTINGS), metavar="NAME=JSON")
     ap.add_argument("--bands", choices=("both", "wb", "nb"), default="both", help="wide-band, telephone (8 kHz) or both")
     ap.add_argument("--music-seconds", type=float, default=0.0, help="also the validation music and drums, cut to this")
-    ap.add_argument("--data", type=Path, default=ROOT / "data")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    model = load_model(args.model)
+    model, speech = validation_setup(args)
     sr_model = int(model.sample_rate)
     settings = parse_settings(args.settings, sr_model)
-    speech = audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
     sets = {"speech-wb": [(p, None) for p in speech]}
     sets["speech-nb"] = [(p, 8000) for p, _ in sets["speech-wb"]]
     if args.bands != "both":

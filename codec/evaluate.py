@@ -277,6 +277,14 @@ def nominal_kbps(codec: str, setting: str) -> float:
     raise ValueError(f"no nominal rate for {codec} {setting}")
 
 
+_MATCHED = "at "  # how the setting of our file coded within the size of a baseline's begins
+
+
+def _matched_setting(codec: str, setting: str) -> str:
+    """The setting of our file coded within the size of a baseline's (``"at codec2 1200"``)."""
+    return f"{_MATCHED}{codec} {setting}"
+
+
 def _within_bytes(num_bytes: int, seconds: float) -> str:
     """The rate target (bit/s, rounded down) whose budget over ``seconds`` is at most ``num_bytes``."""
     return f"{math.floor(8 * num_bytes / seconds * 1000) / 1000:.3f}bps"
@@ -354,7 +362,7 @@ def evaluate_audio(
                 y, _ = decompress(out.data, model=model, postfilter=postfilter)
                 matched[base.bytes] = out, audio_quality(ref, _mono(y), sr)
             out, quality = matched[base.bytes]
-            rows.append(Row(path.name, "vqcodec", f"at {base.codec} {base.setting} ({out.point.name})", len(out.data),
+            rows.append(Row(path.name, "vqcodec", f"{_matched_setting(base.codec, base.setting)} ({out.point.name})", len(out.data),
                             8 * len(out.data) / seconds / 1000, quality))
     return rows
 
@@ -421,11 +429,11 @@ def _summary(rows: list[Row]) -> list[dict[str, Any]]:
             for r in ok:
                 if setting.startswith("<= "):
                     mine = ours.get((r.file, setting[3:]))
-                elif (r.file, f"at {codec} {setting}") in ours:  # ours coded within its file's size
-                    mine = ours[(r.file, f"at {codec} {setting}")]
-                else:  # our highest-rate row on this file at or below its rate
-                    cands = [o for (f, _), o in ours.items() if f == r.file and o.rate <= r.rate * (1 + 1e-9)]
-                    mine = max(cands, key=lambda o: o.rate, default=None)
+                else:  # ours coded within its file's size, else our highest-rate row on this file at or below its rate
+                    mine = ours.get((r.file, _matched_setting(codec, setting)))
+                    if mine is None:
+                        cands = [o for (f, _), o in ours.items() if f == r.file and o.rate <= r.rate * (1 + 1e-9)]
+                        mine = max(cands, key=lambda o: o.rate, default=None)
                 if mine is not None:
                     pairs.append((mine, r))
             diffs = _diffs(pairs, primary)
@@ -457,7 +465,7 @@ def write_report(rows: list[Row], folder: Path, unit: str, title: str) -> dict[s
         md.append(f"A baseline at `<= POINT` is at its best quality not larger than our file at POINT, per file; "
                   f"its means are over the files it can reach (`files`), and `ours - it` is our {primary} minus its "
                   f"{primary} on those files (positive: ours is better). Where it cannot reach, ours is smaller.")
-    elif deltas and any(e["setting"].startswith("at ") for e in summary):
+    elif deltas and any(e["setting"].startswith(_MATCHED) for e in summary):
         md.append(f"`vqcodec` at `<codec> <setting>`: ours coded, per file, within the size of that baseline's file "
                   f"(a rate target of its real rate). `ours - it`: per file, our {primary} there (for a baseline "
                   f"without such a row: at our best evaluated point whose real rate is not above the baseline's) "
@@ -500,7 +508,7 @@ def _plot(summary: list[dict[str, Any]], metric_names: list[str], unit: str, tit
     metrics = [m for m in ("psnr", "ms_ssim", "pesq", "stoi", "si_sdr", "mel") if m in metric_names]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
     def series(e: dict[str, Any]) -> str:  # ours within the baselines' sizes apart from ours at our requests
-        return f"{e['codec']} at baseline sizes" if e["setting"].startswith("at ") else e["codec"]
+        return f"{e['codec']} at baseline sizes" if e["setting"].startswith(_MATCHED) else e["codec"]
 
     codecs = list(dict.fromkeys(series(e) for e in summary))
     for ax, m in zip(axes[0], metrics):
