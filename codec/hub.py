@@ -2,7 +2,7 @@
 
 A model is a folder written by :meth:`codec.model.Codec.save` (``config.json`` +
 ``model.safetensors`` [+ ``entropy.safetensors``] [+ ``postfilter.safetensors``, a learned
-decoder postfilter]; a folder may share these files with a sibling folder instead of holding a
+decoder postfilter] [+ ``shallow_decoder.safetensors``, a decoder of shallow codes]; a folder may share these files with a sibling folder instead of holding a
 copy, :func:`codec.model.model_files`). Names are looked up, in order, in
 
 1. the folders listed in the environment variable ``VQCODEC_MODELS`` (``os.pathsep``-separated;
@@ -11,7 +11,7 @@ copy, :func:`codec.model.model_files`). Names are looked up, in order, in
 2. the models bundled with the package under ``codec/weights/``.
 
 Bundled names are versioned (``image-v1``): ``codec/weights/index.json`` records each name's
-weights hash, its entropy tables' hash (and a learned postfilter's) and the default per modality;
+weights hash, its entropy tables' hash (and a learned postfilter's and a shallow decoder's) and the default per modality;
 a change of any is published under a new name, so every file ever written by a bundled model
 stays decodable and decodes as it did.
 """

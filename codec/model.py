@@ -14,7 +14,8 @@ selection uses the measured rate where one exists.
 **Weights format.** A model folder holds ``model.safetensors`` (tensors only) and
 ``config.json`` (how to rebuild the model from the registries: network and quantizer names and
 keyword arguments, measured rates), and may hold ``entropy.safetensors`` (entropy tables) and
-``postfilter.safetensors`` (a learned postfilter). No pickle anywhere. Models that differ only in
+``postfilter.safetensors`` (a learned postfilter) and ``shallow_decoder.safetensors`` (a decoder of
+shallow codes, :mod:`codec.shallow`). No pickle anywhere. Models that differ only in
 their config (a postfilter, an envelope) share those files instead of copying them: the config's
 ``shared_files`` names, per file, the sibling folder (same parent) that holds it
 (:func:`model_files`); :meth:`Codec.save` always writes a complete folder.
@@ -46,6 +47,7 @@ from codec.nets import Decoder, Encoder, PadInfo, get_network
 from codec.quant import Quantizer, channel_first, get_quantizer
 from codec.quant.rvq import MAX_BEAM_SIZE
 from codec.refine import MAX_REFINE_STEPS, OBJECTIVES, Candidate, Objective, best_candidate, refine_candidates
+from codec.shallow import SHALLOW_DECODER_FILE, ShallowDecoder, build_shallow_decoder, code_depth
 from codec.tiling import StreamResampler, TileGrid
 
 __all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate",
@@ -58,7 +60,7 @@ CONFIG_FILE = "config.json"
 ENTROPY_FILE = "entropy.safetensors"
 #: config key: ``{file name: sibling folder}`` for the files a model folder shares with another (:func:`model_files`)
 SHARED_FILES_KEY = "shared_files"
-SHAREABLE_FILES = (WEIGHTS_FILE, ENTROPY_FILE, POSTFILTER_FILE)
+SHAREABLE_FILES = (WEIGHTS_FILE, ENTROPY_FILE, POSTFILTER_FILE, SHALLOW_DECODER_FILE)
 _SIBLING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_REFINEMENTS = 4  # extra entropy-coding passes a rate target may spend filling its budget
 MAX_EXTRA_DEPTH = 2  # levels beyond the chosen point's that a variable depth may code at a position
@@ -400,6 +402,9 @@ class Codec(nn.Module):
         self.envelope_default = bool(entry.get("default", True)) if self.envelope is not None else False
         # decoder-side enhancement every decoded signal gets unless the caller leaves it out (config "postfilter")
         self.postfilter: Postfilter | None = build_postfilter((config or {}).get("postfilter"), self.sample_rate)
+        #: decoder-side synthesis of shallow codes (config "shallow_decoder", :mod:`codec.shallow`); set by
+        #: :meth:`from_config`, its weights by :meth:`load`
+        self.shallow_decoder: ShallowDecoder | None = None
         self._objectives: dict[str, Objective] = {}  # built on first use, per device
         self._point_names: tuple[str, ...] | None = None  # point_names(), built on first use (the quantizer fixes them)
         #: integer frequency tables per ``"<point>/<column>"``; missing ones fall back to bit packing
@@ -749,7 +754,11 @@ class Codec(nn.Module):
         expected = tuple(p // self.encoder.stride for p in encoded.padded)
         if spatial != expected:
             raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
-        recon = self._decoded(codes, spatial, point)
+        if self.shallow_decoder is not None and "num_levels" in point.kwargs:
+            depth = code_depth(codes, self._has_level_axis(point))
+            recon = self.shallow_decoder.blend(self._quantized_latent(codes, spatial, point), depth, self.decoder)
+        else:
+            recon = self._decoded(codes, spatial, point)
         if encoded.envelope is not None:
             if self.envelope is None:
                 raise ValueError("these codes carry band energies, but this model has no envelope")
@@ -1692,10 +1701,14 @@ class Codec(nn.Module):
             raise ValueError("quantizer kwargs need codebook_size")
         quant = get_quantizer(config["quantizer"]["name"], dim=nets.encoder.latent_dim, **qkw)
         rates = measured_rates if measured_rates is not None else config.get("measured_rates", {})
-        return cls(
+        model = cls(
             nets.encoder, quant, nets.decoder,
             recon_loss=config.get("recon_loss", "l1"), config=dict(config), measured_rates=rates,
         )
+        if config.get("shallow_decoder") is not None:
+            model.shallow_decoder = build_shallow_decoder(
+                config["shallow_decoder"], get_network(config["network"]["name"], **config["network"]["kwargs"]).decoder)
+        return model
 
     def export_config(self) -> dict[str, Any]:
         if self.config is None:
@@ -1776,6 +1789,8 @@ class Codec(nn.Module):
         tmp_c.replace(folder / CONFIG_FILE)
         if (learned := learned_stage(self.postfilter)) is not None:
             learned.save_weights(folder / POSTFILTER_FILE)
+        if self.shallow_decoder is not None and self.shallow_decoder.loaded:
+            self.shallow_decoder.save_weights(folder / SHALLOW_DECODER_FILE, storage_dtype=storage_dtype)
         if self.entropy_tables:
             tmp_e = folder / (ENTROPY_FILE + ".tmp")
             tensors, meta = _entropy_state(self.entropy_tables, self.context_tables)
@@ -1814,6 +1829,10 @@ class Codec(nn.Module):
             if not files[POSTFILTER_FILE].is_file():
                 raise ValueError(f"{folder}: the config names a learned postfilter, but {POSTFILTER_FILE} is missing")
             learned.load_weights(load_file(str(files[POSTFILTER_FILE])))
+        if model.shallow_decoder is not None:
+            if not files[SHALLOW_DECODER_FILE].is_file():
+                raise ValueError(f"{folder}: the config names a shallow decoder, but {SHALLOW_DECODER_FILE} is missing")
+            model.shallow_decoder.load_weights(load_file(str(files[SHALLOW_DECODER_FILE])))
         return model.to(device).eval()
 
 
@@ -1856,7 +1875,8 @@ def _resolve_files(folder: Path, config: Mapping[str, Any]) -> dict[str, Path]:
 
 def model_files(folder: str | Path) -> dict[str, Path]:
     """Where the files of the model folder ``folder`` are: ``{file name: path}`` for
-    ``model.safetensors``, ``entropy.safetensors`` and ``postfilter.safetensors`` (a path that
+    ``model.safetensors``, ``entropy.safetensors``, ``postfilter.safetensors`` and
+    ``shallow_decoder.safetensors`` (a path that
     does not exist: the model has no such file). A file is the folder's own unless its config
     shares it from a sibling folder (``"shared_files": {"model.safetensors": "audio-v5"}``: the
     folder of that name beside this one; one level, no paths). A shared file must exist, and a

@@ -65,6 +65,8 @@ EVALS: dict[str, list[str]] = {
     **image_evals("image-v3"),
     **image_evals("image-v2"),
     **speech_evals("audio-v3"),
+    # audio-v13: audio-v12 with a second decoder for shallow (one-level) codes, blended in by the codes' depth
+    **speech_evals("audio-v13", LOW_SPEECH_RATES, match=("speech", "telephone")), "audio-v13-music": music_eval("audio-v13"),
     # audio-v12: audio-v9 with a stronger formant and pitch postfilter for telephone-band (<= 8 kHz) output
     # (also, per file, within the size of each Codec2 file and of Opus's at 6 kbps, so each is paired at its own bits)
     **speech_evals("audio-v12", LOW_SPEECH_RATES, match=("speech", "telephone")), "audio-v12-music": music_eval("audio-v12"),

@@ -46,6 +46,8 @@ def test_published_weights_keep_their_hash(name):
     assert file_sha256(files["entropy.safetensors"]) == INDEX["models"][name]["entropy_sha256"]
     # ... and a learned postfilter's weights: what a file decodes to
     assert file_sha256(files["postfilter.safetensors"]) == INDEX["models"][name].get("postfilter_sha256")
+    # ... and a shallow decoder's: what the lowest rates decode to
+    assert file_sha256(files["shallow_decoder.safetensors"]) == INDEX["models"][name].get("shallow_decoder_sha256")
     assert model.name == name and model.entropy_tables and model.measured_rates
 
 
