@@ -449,7 +449,8 @@ def rates(
                     "beam_size": m.beam_size, "refine_steps": m.refine_steps, "points": points,
                     "envelope": None if m.envelope is None else {"name": m.envelope.name, "kbps": m.envelope_kbps,
                                                                  "default": m.envelope_default},
-                    "postfilter": None if m.postfilter is None else m.postfilter.config()})
+                    "postfilter": None if m.postfilter is None else m.postfilter.config(),
+                    "shallow_decoder": None if m.shallow_decoder is None else m.shallow_decoder.config()})
     if as_json:
         console.print_json(json.dumps(out))
         return
@@ -473,6 +474,11 @@ def rates(
             what = f", strength {pf['strength']:g}" if "strength" in pf else ""
             console.print(f"decoder postfilter ({entry['postfilter']['name']}{what}): on by default, "
                           "costs no bits; decompress --no-postfilter leaves it out (music)", style="dim")
+        if entry.get("shallow_decoder"):
+            sd = entry["shallow_decoder"]
+            console.print(f"shallow decoder: positions coding at most {sd['max_levels']} level(s) are decoded by a "
+                          f"second decoder (blended over {2 * sd['smooth_frames'] + 1} positions); costs no bits",
+                          style="dim")
         if entry["modality"] == "audio":
             console.print("audio rates are per channel; a target for a stereo file counts both channels", style="dim")
 

@@ -160,7 +160,10 @@ def test_rates_models_and_json(model_dirs, monkeypatch, tmp_path):
     (entry,) = json.loads(out.output)
     assert [p["name"] for p in entry["points"]] == ["n1", "n2", "n3", "n4"]
     assert entry["points"][0]["nominal"] == pytest.approx(75 * 6 / 1000)
-    assert entry["beam_size"] == 1 and entry["refine_steps"] == 0
+    assert entry["beam_size"] == 1 and entry["refine_steps"] == 0 and entry["shallow_decoder"] is None
+    (v13,) = json.loads(run("rates", "-m", "audio-v13", "--json").output)
+    assert v13["shallow_decoder"] == {"max_levels": 1, "smooth_frames": 32}
+    assert "shallow decoder: positions coding at most 1 level(s)" in run("rates", "-m", "audio-v13").output
     monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "none")
     assert "no models installed" in run("models").output
     monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
