@@ -1833,6 +1833,7 @@ class Codec(nn.Module):
             if not files[SHALLOW_DECODER_FILE].is_file():
                 raise ValueError(f"{folder}: the config names a shallow decoder, but {SHALLOW_DECODER_FILE} is missing")
             model.shallow_decoder.load_weights(load_file(str(files[SHALLOW_DECODER_FILE])))
+            model.shallow_decoder.decoder.to(device)
         return model.to(device).eval()
 
 

@@ -46,3 +46,16 @@ def test_tiles_are_batched_on_the_gpu(model_dirs):
     model.batch_size = 16
     many = model.compress(x, "max", tile=24000, overlap=640)
     assert (_file_codes(model, one) == _file_codes(model, many)).mean() > 0.99
+
+
+def test_a_shallow_decoder_decodes_on_cuda_as_on_cpu():
+    from codec.hub import load_model
+
+    gpu, cpu = load_model("audio-v13", device="cuda"), load_model("audio-v13")
+    t = torch.arange(24000 * 2) / 24000
+    x = (0.3 * torch.sin(2 * torch.pi * 180 * t) * (1 + torch.sin(2 * torch.pi * 2 * t)))[None, None]
+    data = cpu.compress(x, "0.8kbps")  # one level at most positions: the shallow decoder speaks
+    y_cpu, _ = cpu.decompress(data)
+    y_gpu, _ = gpu.decompress(data)
+    assert next(gpu.shallow_decoder.decoder.parameters()).device.type == "cuda"
+    assert torch.allclose(y_cpu, y_gpu.cpu(), atol=1e-3)
