@@ -661,6 +661,15 @@ class Codec(nn.Module):
         """Codes ``(B, *spatial[, levels])`` -> the decoder's network-domain output (padded, per channel)."""
         return self.decoder(self._quantized_latent(codes, spatial, point))
 
+    def _synthesised(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> Tensor:
+        """Codes ``(B, *spatial[, levels])`` -> what the decoder synthesises from them before the band
+        energies: :meth:`_decoded`, or with a shallow decoder (:mod:`codec.shallow`) its blend
+        with the model's decoder by the codes' depth at a residual point."""
+        if self.shallow_decoder is not None and "num_levels" in point.kwargs:
+            depth = code_depth(codes, self._has_level_axis(point))
+            return self.shallow_decoder.blend(self._quantized_latent(codes, spatial, point), depth, self.decoder)
+        return self._decoded(codes, spatial, point)
+
     def _latent_grid(self, z_q: Tensor, spatial: tuple[int, ...]) -> Tensor:
         """Quantized tokens ``(B, N, D)`` -> the latent ``(B, D, *spatial)`` the decoder reads."""
         return z_q.transpose(1, 2).reshape(z_q.shape[0], self.encoder.latent_dim, *spatial)
@@ -754,11 +763,7 @@ class Codec(nn.Module):
         expected = tuple(p // self.encoder.stride for p in encoded.padded)
         if spatial != expected:
             raise ValueError(f"codes cover a latent grid {spatial}, the shape needs {expected}")
-        if self.shallow_decoder is not None and "num_levels" in point.kwargs:
-            depth = code_depth(codes, self._has_level_axis(point))
-            recon = self.shallow_decoder.blend(self._quantized_latent(codes, spatial, point), depth, self.decoder)
-        else:
-            recon = self._decoded(codes, spatial, point)
+        recon = self._synthesised(codes, spatial, point)
         if encoded.envelope is not None:
             if self.envelope is None:
                 raise ValueError("these codes carry band energies, but this model has no envelope")
@@ -1433,9 +1438,17 @@ class Codec(nn.Module):
         return bool(envelope)
 
     def _envelope_chunk(self, codes: Tensor, tile: TileTokens, point: RatePoint) -> bytes:
-        """The band-energy chunk of one tile: its codes decoded, compared with the input's energies."""
+        """The band-energy chunk of one tile: its codes synthesised as the decoder will (with a
+        shallow decoder, its blend; the model decoder's alone in a nearly all-shallow tile where
+        the shallow decoder says so, :meth:`codec.shallow.ShallowDecoder.energies_on_model`),
+        compared with the input's energies."""
         assert self.envelope is not None and tile.energy is not None, "the envelope needs the tile's band energies"
-        decoded = self._decoded(codes, tile.spatial, point)
+        shallow = self.shallow_decoder
+        if shallow is not None and "num_levels" in point.kwargs and \
+                shallow.energies_on_model(code_depth(codes, self._has_level_axis(point))):
+            decoded = self._decoded(codes, tile.spatial, point)
+        else:
+            decoded = self._synthesised(codes, tile.spatial, point)
         return self.envelope.encode(self.envelope.analyse(tile.energy, decoded, rate_kbps=point.rate))
 
     def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:

@@ -62,7 +62,8 @@ def test_the_weight_is_the_share_of_shallow_positions_around_each_sample():
 def test_malformed_entries_and_weights_are_refused():
     model = tiny_audio_codec()
     for entry in ({"max_levels": 0}, {"smooth_frames": -1}, {"smooth_frames": 10_000}, {"max_levels": 1.5},
-                  {"max_levels": True}, {"levels": 1}, [1]):
+                  {"max_levels": True}, {"levels": 1}, [1], {"model_energies_share": 1.5},
+                  {"model_energies_share": "0.9"}, {"model_energies_share": True}, {"model_energies_share": float("nan")}):
         with pytest.raises(ValueError, match="shallow"):
             build_shallow_decoder(entry, copy.deepcopy(model.decoder))
     assert build_shallow_decoder(None, model.decoder) is None
@@ -88,7 +89,7 @@ def test_shallow_codes_decode_through_it_deep_ones_through_the_model_and_files_d
     x = speech_like()
     for point in ("n1", "n3"):
         data = model.compress(x, point, envelope=False)
-        assert data == plain.compress(x, point, envelope=False)  # the encoder measures against the model decoder
+        assert data == plain.compress(x, point, envelope=False)  # codes and rate decisions: the model decoder's
         ours, theirs = model.decompress(data, postfilter=False)[0], plain.decompress(data, postfilter=False)[0]
         if point == "n3":  # three levels everywhere: deep, the model decoder alone
             torch.testing.assert_close(ours, theirs)
@@ -97,6 +98,42 @@ def test_shallow_codes_decode_through_it_deep_ones_through_the_model_and_files_d
             swapped.decoder = shallow.decoder
             torch.testing.assert_close(ours, swapped.decompress(data, postfilter=False)[0])
             assert not torch.allclose(ours, theirs)
+
+
+def test_band_energies_are_measured_against_what_the_decoder_synthesises():
+    from codec.envelope import BandEnergy
+
+    plain = tiny_audio_codec()
+    plain.envelope = BandEnergy(24000)
+    shallow = other_decoder(plain)
+    model = with_shallow(plain, shallow)
+    swapped = copy.deepcopy(plain)  # the shallow decoder as the model's own
+    swapped.decoder = copy.deepcopy(shallow.decoder)
+    x = speech_like()
+    # one level everywhere: the steps correct the shallow decoder's output, as a model decoding
+    # with that decoder alone would write them
+    data = model.compress(x, "n1", envelope=True)
+    assert data != plain.compress(x, "n1", envelope=True)
+    ours = model.decompress(data, postfilter=False)[0]
+    torch.testing.assert_close(ours, swapped.decompress(swapped.compress(x, "n1", envelope=True), postfilter=False)[0])
+    # the file's energies fit what its decoder hears: nearer the input's than steps measured elsewhere
+    energies = plain.envelope.energies
+    misfit = lambda y: (10 * torch.log10((energies(y) + 1e-9) / (energies(x) + 1e-9))).abs().mean()  # noqa: E731
+    elsewhere = model.decompress(plain.compress(x, "n1", envelope=True), postfilter=False)[0]
+    assert misfit(ours) < misfit(elsewhere)
+    # three levels everywhere: the model decoder alone, as before
+    assert model.compress(x, "n3", envelope=True) == plain.compress(x, "n3", envelope=True)
+    # with model_energies_share, a tile whose positions are (nearly) all shallow is measured
+    # against the model decoder: the file is the plain model's, heard through the shallow decoder
+    nearly = with_shallow(plain, ShallowDecoder(shallow.decoder, max_levels=1, smooth_frames=2, model_energies_share=0.9))
+    nearly.shallow_decoder.loaded = True
+    assert nearly.shallow_decoder.config()["model_energies_share"] == 0.9
+    assert nearly.compress(x, "n1", envelope=True) == plain.compress(x, "n1", envelope=True)
+    assert nearly.compress(x, "n3", envelope=True) == plain.compress(x, "n3", envelope=True)
+    depth = torch.ones(1, 10, dtype=torch.long)
+    assert nearly.shallow_decoder.energies_on_model(depth)
+    depth[0, :2] = 3  # 80 % shallow: below the share, measured against the blend
+    assert not nearly.shallow_decoder.energies_on_model(depth) and not shallow.energies_on_model(torch.ones(1, 10))
 
 
 def test_a_variable_depth_blends_the_two_by_position():
@@ -176,7 +213,8 @@ def test_the_bundled_audio_v13_is_audio_v12_with_a_shallow_decoder_for_its_lowes
     from codec.hub import load_model
 
     v12, v13 = load_model("audio-v12"), load_model("audio-v13")
-    assert v13.weights_sha256() == v12.weights_sha256() and v13.shallow_decoder.config() == {"max_levels": 1, "smooth_frames": 32}
+    assert v13.weights_sha256() == v12.weights_sha256() and v13.shallow_decoder.config() == {
+        "max_levels": 1, "smooth_frames": 32, "model_energies_share": 0.9}
     t = torch.arange(24000 * 2) / 24000
     x = (0.3 * torch.sin(2 * torch.pi * 180 * t) * (1 + torch.sin(2 * torch.pi * 2 * t)))[None, None]
     low, high = v13.compress(x, "0.8kbps"), v13.compress(x, "6kbps")
