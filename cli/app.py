@@ -477,8 +477,10 @@ def rates(
         if entry.get("shallow_decoder"):
             sd = entry["shallow_decoder"]
             console.print(f"shallow decoder: positions coding at most {sd['max_levels']} level(s) are decoded by a "
-                          f"second decoder (blended over {2 * sd['smooth_frames'] + 1} positions); costs no bits",
-                          style="dim")
+                          f"second decoder (blended over {2 * sd['smooth_frames'] + 1} positions); costs no bits"
+                          + ("" if sd.get("model_energies_share") is None else
+                             f"; band energies measured against the model decoder in tiles at least "
+                             f"{sd['model_energies_share']:.0%} shallow"), style="dim")
         if entry["modality"] == "audio":
             console.print("audio rates are per channel; a target for a stereo file counts both channels", style="dim")
 

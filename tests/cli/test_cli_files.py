@@ -162,8 +162,9 @@ def test_rates_models_and_json(model_dirs, monkeypatch, tmp_path):
     assert entry["points"][0]["nominal"] == pytest.approx(75 * 6 / 1000)
     assert entry["beam_size"] == 1 and entry["refine_steps"] == 0 and entry["shallow_decoder"] is None
     (v13,) = json.loads(run("rates", "-m", "audio-v13", "--json").output)
-    assert v13["shallow_decoder"] == {"max_levels": 1, "smooth_frames": 32}
-    assert "shallow decoder: positions coding at most 1 level(s)" in run("rates", "-m", "audio-v13").output
+    assert v13["shallow_decoder"] == {"max_levels": 1, "smooth_frames": 32, "model_energies_share": 0.9}
+    text = " ".join(run("rates", "-m", "audio-v13").output.split())
+    assert "shallow decoder: positions coding at most 1 level(s)" in text and "at least 90% shallow" in text
     monkeypatch.setattr("codec.hub.BUNDLED_DIR", tmp_path / "none")
     assert "no models installed" in run("models").output
     monkeypatch.setenv("VQCODEC_MODELS", str(model_dirs["root"]))
