@@ -88,6 +88,19 @@ def validation_setup(args: argparse.Namespace) -> tuple[Any, list[Path]]:
     return model, audio_files(sorted((args.data / "audio/val").glob("speech-*")), args.clips, min_seconds=2.0)
 
 
+def validation_bands(path: Path):
+    """One validation clip, mono, as ``vqcodec eval`` feeds it in each band: ``(band, signal (1, T),
+    sample rate, metadata)`` at its own rate (``wb``) and resampled to 8 kHz (``nb``)."""
+    wav0, meta0 = read_audio(path)
+    wav0 = wav0.mean(0, keepdim=True)
+    for band, rate_hz in (("wb", None), ("nb", 8000)):
+        wav, meta, sr = wav0, dict(meta0), int(meta0["sample_rate"])
+        if rate_hz and rate_hz != sr:
+            wav, sr = resample(wav0, sr, rate_hz).clamp(-1, 1), rate_hz
+            meta.update(sample_rate=sr, frames=wav.shape[-1])
+        yield band, wav, sr, meta
+
+
 def write_result(path: Path | None, model: str, units: str, rows: list[dict], **extra) -> dict:
     """The benchmark's result (model, signal, threads, machine, ``extra``, rows), written as JSON to ``path``."""
     result = {"model": model, "signal": units, "threads": torch.get_num_threads(), **extra,

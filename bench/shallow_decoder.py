@@ -39,12 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from beam_search import validation_parser, validation_setup, write_result  # noqa: E402
+from beam_search import validation_bands, validation_parser, validation_setup, write_result  # noqa: E402
 
 from codec.evaluate import audio_quality  # noqa: E402
 from codec.files import compress_signal, decompress  # noqa: E402
-from codec.io import read_audio  # noqa: E402
-from codec.nets.audio import resample  # noqa: E402
 from codec.shallow import ShallowDecoder  # noqa: E402
 
 EVERYWHERE = 1 << 16  # max_levels no file reaches
@@ -87,13 +85,7 @@ def main() -> None:
     depths: dict[tuple[str, str], list[float]] = {}
     start = time.perf_counter()
     for path in clips:
-        wav0, meta0 = read_audio(path)
-        wav0 = wav0.mean(0, keepdim=True)
-        for band, rate_hz in (("wb", None), ("nb", 8000)):
-            wav, meta, sr = wav0, dict(meta0), int(meta0["sample_rate"])
-            if rate_hz and rate_hz != sr:
-                wav, sr = resample(wav0, sr, rate_hz).clamp(-1, 1), rate_hz
-                meta.update(sample_rate=sr, frames=wav.shape[-1])
+        for band, wav, sr, meta in validation_bands(path):
             ref = wav[0].numpy()
             for rate in args.rates.split(","):
                 files = {}

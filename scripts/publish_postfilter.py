@@ -38,7 +38,7 @@ from codec.hub import BUNDLED_DIR, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from codec.postfilter import (POSTFILTER_FILE, BandwidthPostfilter, FormantPostfilter, SpectralMaskPostfilter,  # noqa: E402
                               learned_stage)
-from scripts.remeasure_model import CARD, SECTION, load_published, publish_copy, reload_unchanged  # noqa: E402
+from scripts.remeasure_model import insert_card_section, load_published, publish_copy, reload_unchanged  # noqa: E402
 
 
 def postfilter_section(source: str, postfilter: FormantPostfilter) -> list[str]:
@@ -175,10 +175,6 @@ def main(argv: list[str] | None = None) -> dict:
         if (learned := learned_stage(postfilter)) is not None:
             learned.save_weights(staging / POSTFILTER_FILE, {"step": trained.get("step", "")})
             published["postfilter_sha256"] = file_sha256(staging / POSTFILTER_FILE)  # the index entry publish_copy writes
-        card = (staging / CARD).read_text()
-        at = card.find(SECTION)
-        if at < 0:
-            raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
         if isinstance(postfilter, BandwidthPostfilter) and learned is None:
             section = bandwidth_section(args.name, postfilter.narrow, postfilter.wide)
         elif isinstance(postfilter, BandwidthPostfilter):
@@ -187,8 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             section = mask_section(args.name, postfilter, trained)
         else:
             section = postfilter_section(args.name, postfilter)
-        card = card[:at] + "\n".join(section) + "\n" + card[at:]
-        (staging / CARD).write_text(card)
+        insert_card_section(staging, args.name, section)
         loaded = reload_unchanged(staging, published, before)
         if loaded.postfilter is None or loaded.name != args.publish_as:
             raise SystemExit(f"{staging}: the postfilter or the name did not load")

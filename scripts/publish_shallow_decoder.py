@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from codec.hub import BUNDLED_DIR, file_sha256  # noqa: E402
 from codec.model import CONFIG_FILE, Codec, config_text  # noqa: E402
 from codec.shallow import SHALLOW_DECODER_FILE, ShallowDecoder  # noqa: E402
-from scripts.remeasure_model import CARD, SECTION, load_published, publish_copy, reload_unchanged  # noqa: E402
+from scripts.remeasure_model import insert_card_section, load_published, publish_copy, reload_unchanged  # noqa: E402
 
 STORAGE_DTYPE = torch.float16
 
@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         (staging / CONFIG_FILE).write_text(config_text(config))
         shallow.save_weights(staging / SHALLOW_DECODER_FILE, {"source": trained}, storage_dtype=STORAGE_DTYPE)
         published["shallow_decoder_sha256"] = file_sha256(staging / SHALLOW_DECODER_FILE)  # the index entry publish_copy writes
-        card = (staging / CARD).read_text()
-        at = card.find(SECTION)
-        if at < 0:
-            raise SystemExit(f"{args.name}'s card has no {SECTION!r} section")
-        card = card[:at] + "\n".join(shallow_section(args.name, shallow, trained)) + "\n" + card[at:]
-        (staging / CARD).write_text(card)
+        insert_card_section(staging, args.name, shallow_section(args.name, shallow, trained))
         loaded = reload_unchanged(staging, published, before)
         if loaded.shallow_decoder is None or loaded.name != args.publish_as:
             raise SystemExit(f"{staging}: the shallow decoder or the name did not load")

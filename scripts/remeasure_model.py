@@ -54,6 +54,16 @@ def replace_rate_section(card: str, section: list[str]) -> str:
     return card[:start] + "\n".join(section)
 
 
+def insert_card_section(folder: Path, source: str, section: list[str]) -> None:
+    """Insert ``section`` (lines) into the card in ``folder`` before its :data:`SECTION` (a new
+    decoder side's description, published from ``source``)."""
+    card = (folder / CARD).read_text()
+    at = card.find(SECTION)
+    if at < 0:
+        raise SystemExit(f"{source}'s card has no {SECTION!r} section")
+    (folder / CARD).write_text(card[:at] + "\n".join(section) + "\n" + card[at:])
+
+
 def perceptual_section(model: Codec, section: list[str], rows: list[dict], clips: int) -> list[str]:
     """The card's rate section with the choice of target points by PESQ stated and its table added."""
     start = next(i for i, line in enumerate(section) if line.startswith("Rate targets ("))

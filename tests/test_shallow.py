@@ -185,18 +185,20 @@ def test_publish_shallow_decoder_makes_a_new_model_that_shares_the_source_files(
     tuned.config["name"] = "tuned"
     tuned.save(tmp_path / "tuned")
     args = ["audio-t1", "--publish-as", "audio-t2", "--decoder", str(tmp_path / "tuned"), "--weights-dir", str(weights),
-            "--smooth-frames", "3"]
+            "--smooth-frames", "3", "--model-energies-share", "0.9"]
     summary = main([*args, "--description", "with a shallow decoder"])
     new = Codec.load(weights / "audio-t2")
     index = json.loads((weights / "index.json").read_text())
     assert index["models"]["audio-t2"]["shallow_decoder_sha256"] == file_sha256(weights / "audio-t2" / SHALLOW_DECODER_FILE)
     assert new.weights_sha256() == model.weights_sha256() and new.name == "audio-t2"
-    assert new.shallow_decoder.config() == {"max_levels": 1, "smooth_frames": 3} == summary["shallow_decoder"]
+    assert new.shallow_decoder.config() == {"max_levels": 1, "smooth_frames": 3, "model_energies_share": 0.9} \
+        == summary["shallow_decoder"]
     # stored in 16 bits, the decoder is the tuned one rounded
     for k, v in new.shallow_decoder.decoder.state_dict().items():
         torch.testing.assert_close(v, tuned.decoder.state_dict()[k].half().float())
     card = (weights / "audio-t2" / "MODEL_CARD.md").read_text()
     assert card.startswith("# audio-t2\n") and card.index("## Shallow decoder") < card.index("## Rate points")
+    assert "at least 90% of the positions are shallow" in card
     with pytest.raises(SystemExit, match="already published"):
         main(args)
     with pytest.raises(SystemExit, match="already has a shallow decoder"):
