@@ -90,10 +90,11 @@ def main() -> None:
             for rate in args.rates.split(","):
                 files = {}
                 for way, m in ways.items():
-                    files[way] = out = compress_signal(wav, rate=rate, model=m, sample_rate=sr, source=meta)
-                    y, _ = decompress(out.data, model=m)
+                    files[way] = compress_signal(wav, rate=rate, model=m, sample_rate=sr, source=meta)
+                    y, _ = decompress(files[way].data, model=m)
                     scores.setdefault((band, rate, way), []).append(audio_quality(ref, y.float().mean(0).numpy(), sr))
-                y, _ = decompress(files["model decoder"].data, model=model)
+                out = files["model decoder"]  # the codes, and so the depths, are every way's
+                y, _ = decompress(out.data, model=model)
                 scores.setdefault((band, rate, mismatched(model)), []).append(audio_quality(ref, y.float().mean(0).numpy(), sr))
                 depths.setdefault((band, rate), []).append(
                     float(out.mean_levels if out.mean_levels is not None else out.point.kwargs.get("num_levels", np.nan)))

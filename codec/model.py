@@ -661,13 +661,15 @@ class Codec(nn.Module):
         """Codes ``(B, *spatial[, levels])`` -> the decoder's network-domain output (padded, per channel)."""
         return self.decoder(self._quantized_latent(codes, spatial, point))
 
-    def _synthesised(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> Tensor:
+    def _synthesised(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint, for_energies: bool = False) -> Tensor:
         """Codes ``(B, *spatial[, levels])`` -> what the decoder synthesises from them before the band
         energies: :meth:`_decoded`, or with a shallow decoder (:mod:`codec.shallow`) its blend
-        with the model's decoder by the codes' depth at a residual point."""
+        with the model's decoder by the codes' depth at a residual point. ``for_energies``: what the
+        encoder measures band energies against (:meth:`codec.shallow.ShallowDecoder.blend`)."""
         if self.shallow_decoder is not None and "num_levels" in point.kwargs:
             depth = code_depth(codes, self._has_level_axis(point))
-            return self.shallow_decoder.blend(self._quantized_latent(codes, spatial, point), depth, self.decoder)
+            return self.shallow_decoder.blend(self._quantized_latent(codes, spatial, point), depth, self.decoder,
+                                              for_energies=for_energies)
         return self._decoded(codes, spatial, point)
 
     def _latent_grid(self, z_q: Tensor, spatial: tuple[int, ...]) -> Tensor:
@@ -1443,12 +1445,7 @@ class Codec(nn.Module):
         the shallow decoder says so, :meth:`codec.shallow.ShallowDecoder.energies_on_model`),
         compared with the input's energies."""
         assert self.envelope is not None and tile.energy is not None, "the envelope needs the tile's band energies"
-        shallow = self.shallow_decoder
-        if shallow is not None and "num_levels" in point.kwargs and \
-                shallow.energies_on_model(code_depth(codes, self._has_level_axis(point))):
-            decoded = self._decoded(codes, tile.spatial, point)
-        else:
-            decoded = self._synthesised(codes, tile.spatial, point)
+        decoded = self._synthesised(codes, tile.spatial, point, for_energies=True)
         return self.envelope.encode(self.envelope.analyse(tile.energy, decoded, rate_kbps=point.rate))
 
     def _tile_chunk(self, codes: Tensor, spatial: tuple[int, ...], point: RatePoint) -> bytes:

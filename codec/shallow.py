@@ -32,7 +32,6 @@ model folder's :data:`SHALLOW_DECODER_FILE` (a safetensors file of the decoder's
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -70,9 +69,10 @@ class ShallowDecoder:
 
     def __init__(self, decoder: nn.Module, max_levels: int = 1, smooth_frames: int = 0,
                  model_energies_share: float | None = None) -> None:
-        if not (isinstance(max_levels, int) and max_levels >= 1):
+        if not (isinstance(max_levels, int) and not isinstance(max_levels, bool) and max_levels >= 1):
             raise ValueError(f"shallow decoder max_levels must be an integer >= 1, got {max_levels!r}")
-        if not (isinstance(smooth_frames, int) and 0 <= smooth_frames <= MAX_SMOOTH_FRAMES):
+        if not (isinstance(smooth_frames, int) and not isinstance(smooth_frames, bool)
+                and 0 <= smooth_frames <= MAX_SMOOTH_FRAMES):
             raise ValueError(f"shallow decoder smooth_frames must be an integer in [0, {MAX_SMOOTH_FRAMES}], got {smooth_frames!r}")
         if model_energies_share is not None and not (
                 isinstance(model_energies_share, (int, float)) and not isinstance(model_energies_share, bool)
@@ -109,13 +109,14 @@ class ShallowDecoder:
         mode = "linear" if w.dim() == 3 else "bilinear"
         return F.interpolate(w, size=size, mode=mode, align_corners=False).clamp(0.0, 1.0)
 
-    def blend(self, z_q: Tensor, depth: Tensor, decoder: nn.Module) -> Tensor:
+    def blend(self, z_q: Tensor, depth: Tensor, decoder: nn.Module, for_energies: bool = False) -> Tensor:
         """The quantized latent ``(B, D, *S)`` and its levels per position ``(B, *S)`` -> the
-        blended decoder output; ``decoder``: the model's."""
+        blended decoder output; ``decoder``: the model's. ``for_energies``: the output the encoder
+        measures band energies against (the model decoder's alone where :meth:`energies_on_model`)."""
         if not self.loaded:
             raise RuntimeError(f"the shallow decoder has no weights (the model folder's {SHALLOW_DECODER_FILE})")
         shallow = depth <= self.max_levels
-        if not bool(shallow.any()):
+        if not bool(shallow.any()) or (for_energies and self.energies_on_model(depth)):
             return decoder(z_q)
         self.decoder.to(device=z_q.device, dtype=z_q.dtype)  # in place; a no-op once there
         low = self.decoder(z_q)
@@ -172,10 +173,4 @@ def build_shallow_decoder(entry: Any, decoder: nn.Module) -> ShallowDecoder | No
     if not isinstance(entry, dict) or set(entry) - set(keys):
         raise ValueError("config 'shallow_decoder' must be an object with 'max_levels', 'smooth_frames' "
                          "and optionally 'model_energies_share'")
-    kwargs = {k: entry[k] for k in keys if k in entry}
-    if any(isinstance(kwargs.get(k), bool) or not isinstance(kwargs.get(k, 0), int) for k in keys[:2]):
-        raise ValueError("config 'shallow_decoder': max_levels and smooth_frames must be integers")
-    share = kwargs.get("model_energies_share")
-    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share)):
-        raise ValueError("config 'shallow_decoder': model_energies_share must be a number")
-    return ShallowDecoder(decoder, **kwargs)
+    return ShallowDecoder(decoder, **{k: entry[k] for k in keys if k in entry})  # it checks the values
