@@ -68,6 +68,12 @@ class TrainConfig:
     ema_decay: float = 0.999
     recon_loss: str = "l1"  # "l1" or "l2": the per-sample reconstruction term weighted by l1_weight
     l1_weight: float = 1.0
+    # > 0: the reconstruction term enters as recon_log_scale * ln(term) (gradient: the term's,
+    # scaled by recon_log_scale / term), so every step's error counts relative to its own size. A
+    # decoder fine-tune over many rate points then maximises their mean PSNR (with "l2") instead of
+    # letting the large errors of the lowest points dominate; set it near the term's typical value
+    # so the other terms keep their weight
+    recon_log_scale: float = 0.0
     quantizer_weight: float = 1.0
     adv_weight: float = 0.0
     feature_weight: float = 0.0
@@ -99,11 +105,17 @@ class TrainConfig:
     # decoder fine-tuning: the rate points a step draws from (default: the model's rate-target
     # points, else all of them), e.g. ["k64-n1", "k256-n1", "k1024-n1"] for its lowest rates
     train_points: list[str] = field(default_factory=list)
+    # decoder fine-tuning: network kwargs changed from init_model's, for a deeper decoder grown from
+    # its own (e.g. {"decoder_res_blocks": [4, 2]} for image-gdn): every layer the published decoder
+    # has keeps its weights, the new ones start as the identity, and the encoder must stay the same
+    network_overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.recon_log_scale < 0:
+            raise ValueError(f"recon_log_scale must be >= 0, got {self.recon_log_scale}")
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         if "codebook_size" not in self.quantizer_kwargs:
@@ -118,6 +130,8 @@ class TrainConfig:
             raise ValueError("raw_signal_weight must be >= 0 and weighs the raw output beside through_envelope only")
         if self.train_points and self.train_parts != "decoder":
             raise ValueError("train_points choose the codes a decoder fine-tune decodes: set train_parts='decoder'")
+        if self.network_overrides and self.train_parts != "decoder":
+            raise ValueError("network_overrides grow a published model's decoder: set train_parts='decoder'")
 
 
 @dataclass
@@ -173,11 +187,40 @@ def _log_values(terms: Mapping[str, Tensor], metrics: Mapping[str, Tensor]) -> d
     return values
 
 
-def published_model(name_or_path: str, recon_loss: str) -> Codec:
-    """A published model (name or folder) to train on from, with this run's reconstruction loss."""
+def published_model(name_or_path: str, recon_loss: str, network_overrides: Mapping[str, Any] | None = None) -> Codec:
+    """A published model (name or folder) to train on from, with this run's reconstruction loss.
+
+    ``network_overrides``: network kwargs changed from the model's (a grown decoder). The model is
+    rebuilt with them and takes the published weights of every layer it shares; it must not miss
+    any of them, and may add only decoder layers, which must start as the identity: the grown
+    model has to decode the published codes exactly as the published model does (checked on a
+    random latent). Entropy tables, measured rates and rate targets carry over.
+    """
     from codec.hub import resolve
 
     model = Codec.load(resolve(name_or_path))
+    if network_overrides:
+        base = model
+        config = base.export_config()
+        config["network"] = {**config["network"], "kwargs": {**config["network"]["kwargs"], **dict(network_overrides)}}
+        model = Codec.from_config(config)
+        if model.inference_only:
+            model.strip_training_state(publish=False)
+        old, new = base.state_dict(), model.state_dict()
+        changed = [k for k in old if k not in new or new[k].shape != old[k].shape]
+        changed += [k for k in new if k not in old and not k.startswith("decoder.")]
+        if changed:
+            raise ValueError(f"network_overrides {dict(network_overrides)} change more than the decoder's depth: "
+                             f"{', '.join(changed[:5])} would not keep the published weights")
+        model.load_state_dict(old, strict=False)
+        model.entropy_tables, model.context_tables = base.entropy_tables, base.context_tables
+        model.postfilter, model.shallow_decoder = base.postfilter, base.shallow_decoder  # decoder-side stages, as published
+        model.eval()
+        with torch.no_grad():
+            latent = torch.randn(1, base.encoder.latent_dim, *([8] * (2 if base.modality == "image" else 1)))
+            if not torch.allclose(model.decoder(latent), base.decoder(latent), atol=1e-6):
+                raise ValueError(f"network_overrides {dict(network_overrides)}: the grown decoder does not start as the "
+                                 "published one (its new layers are not the identity)")
     model.recon_loss = recon_loss
     if model.config is not None:
         model.config["recon_loss"] = recon_loss
@@ -207,7 +250,7 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
 
     def build() -> Codec:
         if cfg.init_model:
-            return published_model(cfg.init_model, cfg.recon_loss)
+            return published_model(cfg.init_model, cfg.recon_loss, cfg.network_overrides)
         return Codec.build(cfg.network, cfg.quantizer, network_kwargs=cfg.network_kwargs,
                            quantizer_kwargs=cfg.quantizer_kwargs, recon_loss=cfg.recon_loss)
 
@@ -273,6 +316,8 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
             terms: dict[str, Tensor] = {}
             for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes
                 if name.startswith("recon"):
+                    if cfg.recon_log_scale > 0:
+                        value = cfg.recon_log_scale * torch.log(value.float().clamp_min(1e-10))
                     terms["l1" + name[5:]] = cfg.l1_weight * value
                 else:
                     terms[name] = cfg.quantizer_weight * value

@@ -188,7 +188,7 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
     lines = [
         f"# {name}",
         "",
-        f"A bitrate-adaptive {model.modality} codec of vqcodec: `{cfg.get('network', '?')}` networks around residual "
+        f"A bitrate-adaptive {model.modality} codec of vqcodec: `{(model.config or {}).get('network', {}).get('name', '?')}` networks around residual "
         f"RAQ quantizers ({len(model.rate_points())} rate points, {min(p.nominal for p in model.rate_points()):.3g}-"
         f"{max(p.nominal for p in model.rate_points()):.3g} {unit} nominal{' per channel' if unit == 'kbps' else ''}). "
         f"Weights SHA-256 `{model.weights_sha256()}`.",
@@ -203,9 +203,14 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
            "its own steps and time are counted above."] if cfg.get("init_from") else []),
         *([f"* Started from the published `{cfg['init_model']}` (`init_model`)"
            + (": only its decoder was trained (`train_parts=\"decoder\"`), on the codes its frozen encoder and "
-              "quantizer write, with a `" + str(cfg.get("recon_loss", "l1")) + "` reconstruction term; encoder, "
-              "quantizer, beam search and entropy tables are its own, so files code to the same sizes."
+              "quantizer write, with a `" + str(cfg.get("recon_loss", "l1")) + "` reconstruction term"
+              + (f" entering as {cfg['recon_log_scale']:g} × its logarithm (`recon_log_scale`: each rate point's error "
+                 "counts relative to its own size)" if cfg.get("recon_log_scale") else "")
+              + "; encoder, quantizer, beam search and entropy tables are its own, so files code to the same sizes."
               if cfg.get("train_parts") == "decoder" else ".")] if cfg.get("init_model") else []),
+        *([f"* The decoder was grown before it was trained (`network_overrides` {json.dumps(cfg['network_overrides'])}): "
+           f"every layer of `{cfg.get('init_model')}`'s decoder kept its weights, the new ones started as the identity."]
+          if cfg.get("network_overrides") else []),
         f"* Hardware: {args.hardware}.",
         "* Data: `scripts/get_data.sh` only (Debian packages; see `data/MANIFEST.json` and `data/licences/`).",
         (f"* Entropy tables: those of `{cfg.get('init_model') or 'the exported model'}`, unchanged (`--keep-tables`)"

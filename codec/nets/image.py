@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from codec.nets.base import Decoder, Encoder, NetworkPair, PadInfo
 
-__all__ = ["ImageEncoder", "ImageDecoder", "build_image_resnet", "GDN", "GDNImageEncoder", "GDNImageDecoder", "build_image_gdn"]
+__all__ = ["ImageEncoder", "ImageDecoder", "build_image_resnet", "GDN", "ZeroResBlock2d", "GDNImageEncoder", "GDNImageDecoder", "build_image_gdn"]
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -261,14 +261,48 @@ class GDNImageEncoder(_ImageSide):
         return self.net(x)
 
 
+class ZeroResBlock2d(nn.Module):
+    """``x + conv(relu(conv(x)))`` with 3x3 convolutions, the second initialised to zero.
+
+    The residual block of Cheng et al. 2020 ("Learned Image Compression with Discretized Gaussian
+    Mixture Likelihoods and Attention Modules", arXiv 2001.01568) between the synthesis
+    transform's layers. Zero-initialised, a new block is the identity, so blocks added to a
+    trained decoder leave its output unchanged until they are trained.
+    """
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 class GDNImageDecoder(Decoder):
     """Latent ``(B, latent_dim, h, w)`` -> ``(B, C, h*f, w*f)`` in ``[-1, 1]``: a 3x3 convolution and
     IGDN, then ``log2(f)`` stride-2 5x5 transposed convolutions (IGDN between them), the synthesis
-    transform of Balle et al. (mirror of :class:`GDNImageEncoder`)."""
+    transform of Balle et al. (mirror of :class:`GDNImageEncoder`).
 
-    def __init__(self, out_channels: int = 3, channels: int = 128, factor: int = 8, latent_dim: int = 32) -> None:
+    ``res_blocks[i]`` residual blocks (:class:`ZeroResBlock2d`) follow stage ``i``'s IGDN (stage 0
+    at the latent resolution, stage ``i`` after the ``i``-th upsampling; at most ``log2(f)``
+    entries), and ``attention`` adds a self-attention block at the latent resolution after them,
+    its output projection zero-initialised. Both start as the identity: a decoder grown from a
+    trained one (same weights for the layers it shares) decodes exactly what that one does, and
+    fine-tuning it (``train_parts="decoder"`` with ``network_overrides``) leaves the encoder,
+    codes and file sizes unchanged. Their weights live in ``stages`` (``stages.<i>.<j>``), so the
+    plain decoder's keys (``net.*``) are the same with and without them.
+    """
+
+    def __init__(self, out_channels: int = 3, channels: int = 128, factor: int = 8, latent_dim: int = 32,
+                 res_blocks: Sequence[int] = (), attention: bool = False) -> None:
         super().__init__()
         levels = _check_factor(factor)
+        res_blocks = [int(n) for n in res_blocks]
+        if len(res_blocks) > levels or any(n < 0 for n in res_blocks):
+            raise ValueError(f"res_blocks: at most {levels} counts >= 0 (one per stage before the output), got {res_blocks}")
         layers: list[nn.Module] = [nn.Conv2d(latent_dim, channels, 3, padding=1), GDN(channels, inverse=True)]
         for i in range(levels):
             last = i == levels - 1
@@ -277,17 +311,45 @@ class GDNImageDecoder(Decoder):
             if not last:
                 layers.append(GDN(channels, inverse=True))
         self.net = nn.Sequential(*layers)
+        stages: list[nn.Module] = []
+        for i in range(levels):
+            blocks: list[nn.Module] = [ZeroResBlock2d(channels) for _ in range(res_blocks[i] if i < len(res_blocks) else 0)]
+            if i == 0 and attention:
+                attn = AttnBlock2d(channels)
+                nn.init.zeros_(attn.proj.weight)
+                nn.init.zeros_(attn.proj.bias)
+                blocks.append(attn)
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages) if any(len(s) for s in stages) else None
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        if self.stages is None:
+            return self.net(z)
+        # net = [conv, IGDN, (deconv, IGDN) * (levels - 1), deconv]: stage i ends at layer 2i + 1
+        x = z
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i % 2 == 1 and len(self.stages[i // 2]):
+                x = self.stages[i // 2](x)
+        return x
 
 
-def build_image_gdn(in_channels: int = 3, channels: int = 128, factor: int = 8, latent_dim: int = 32) -> NetworkPair:
+def build_image_gdn(in_channels: int = 3, channels: int = 128, factor: int = 8, latent_dim: int = 32,
+                    decoder_res_blocks: Sequence[int] = (), decoder_attention: bool = False) -> NetworkPair:
     """The ``image-gdn`` pair: GDN analysis/synthesis transforms (see :class:`GDNImageEncoder`).
-    Defaults: 128 channels, factor 8, 32 latent channels (about 1.8 M parameters)."""
+    Defaults: 128 channels, factor 8, 32 latent channels (about 1.8 M parameters).
+
+    ``decoder_res_blocks`` / ``decoder_attention``: a deeper synthesis transform (residual blocks
+    per stage, self-attention at the latent resolution; see :class:`GDNImageDecoder`); the
+    encoder is the same with and without them."""
     kw = dict(channels=channels, factor=factor, latent_dim=latent_dim)
+    config: dict = {"in_channels": in_channels, **kw}
+    if decoder_res_blocks:
+        config["decoder_res_blocks"] = [int(n) for n in decoder_res_blocks]
+    if decoder_attention:
+        config["decoder_attention"] = True
     return NetworkPair(
         encoder=GDNImageEncoder(in_channels=in_channels, **kw),
-        decoder=GDNImageDecoder(out_channels=in_channels, **kw),
-        config={"in_channels": in_channels, **kw},
+        decoder=GDNImageDecoder(out_channels=in_channels, res_blocks=decoder_res_blocks, attention=decoder_attention, **kw),
+        config=config,
     )

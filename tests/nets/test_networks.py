@@ -127,3 +127,31 @@ def test_discriminators_return_logits_and_features(name):
     assert len(logits) == len(feats) >= 1
     sum(l.mean() for l in logits).backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_gdn_decoder_grows_by_blocks_that_start_as_the_identity():
+    plain = get_network("image-gdn", **SMALL["image-gdn"]).decoder
+    grown_pair = get_network("image-gdn", **SMALL["image-gdn"], decoder_res_blocks=[2, 1], decoder_attention=True)
+    grown = grown_pair.decoder
+    assert grown_pair.config["decoder_res_blocks"] == [2, 1] and grown_pair.config["decoder_attention"] is True
+    assert "decoder_res_blocks" not in get_network("image-gdn", **SMALL["image-gdn"]).config  # plain configs unchanged
+    # the plain decoder's keys are all there, unchanged in name and shape; the new ones sit in "stages"
+    plain_keys = plain.state_dict()
+    assert all(grown.state_dict()[k].shape == v.shape for k, v in plain_keys.items())
+    assert {k.split(".")[0] for k in grown.state_dict()} == {"net", "stages"}
+    missing, unexpected = grown.load_state_dict(plain_keys, strict=False)
+    assert not unexpected and all(k.startswith("stages.") for k in missing)
+    z = torch.randn(2, 8, 5, 3)
+    torch.testing.assert_close(grown(z), plain(z))
+    # once trained, the blocks act: stage 0 at the latent resolution, stage 1 after the first upsampling
+    seen = []
+    for i, stage in enumerate(grown.stages):
+        stage.register_forward_hook(lambda m, inp, out, i=i: seen.append((i, tuple(out.shape[-2:]))))
+    with torch.no_grad():
+        grown.stages[0][0].conv2.weight.normal_()
+    assert not torch.allclose(grown(z), plain(z))
+    assert seen[-2:] == [(0, (5, 3)), (1, (10, 6))]
+    with pytest.raises(ValueError, match="res_blocks"):
+        get_network("image-gdn", **SMALL["image-gdn"], decoder_res_blocks=[1, 1, 1])  # factor 4: two stages
+    with pytest.raises(ValueError, match="res_blocks"):
+        get_network("image-gdn", **SMALL["image-gdn"], decoder_res_blocks=[-1])

@@ -19,6 +19,7 @@ from recipes import audio_codec, image_codec
 from recipes.common import apply_overrides, latest_checkpoint, load_checkpoint, load_config, save_checkpoint
 from recipes.common import ModelEMA
 from recipes.data import AudioData, mulaw_encode, telephone_band
+from recipes import loop
 from recipes.loop import init_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,6 +272,41 @@ def test_decoder_fine_tuning_of_a_published_model_keeps_its_codes(recipe, tmp_pa
         recipe.main(["--config", "raq-debug", "--set", "through_envelope=true", "--out", str(tmp_path / "z")])
     with pytest.raises(ValueError, match="raw_signal_weight"):
         recipe.main(["--config", "raq-debug", "--set", "raw_signal_weight=0", "--out", str(tmp_path / "w")])
+
+
+def test_a_grown_decoder_starts_as_the_published_one_and_keeps_its_codes(tmp_path):
+    # a published image-gdn model; its decoder grown by residual blocks and attention, then fine-tuned
+    x = torch.rand(1, 3, 32, 40)
+    gdn = ["--set", "network=image-gdn", "--set", 'network_kwargs={"channels": 8, "factor": 4, "latent_dim": 8}']
+    source = Codec.load(image_codec.main(["--config", "raq-debug", *gdn, "--out", str(tmp_path / "base")]))
+    source.strip_training_state()
+    source.fit_entropy_tables([x], contexts=False)
+    source.save(tmp_path / "published", name="model-t1")
+    published = Codec.load(tmp_path / "published")
+    grow = '{"decoder_res_blocks": [1, 1], "decoder_attention": true}'
+    args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
+            "--set", "steps=3", "--set", "val_every=3", "--set", "recon_loss=l2", "--set", f"network_overrides={grow}"]
+    start = loop.published_model(str(tmp_path / "published"), "l2", json.loads(grow))
+    for point in published.rate_points():  # before training: the same output, bit for bit
+        codes = published.encode(x, point.name)
+        torch.testing.assert_close(start.decode(codes), published.decode(codes), rtol=0, atol=1e-6)
+    tuned = Codec.load(image_codec.main([*args, "--set", "recon_log_scale=0.01", "--out", str(tmp_path / "tuned")]))
+    assert tuned.config["network"]["kwargs"] == {**published.config["network"]["kwargs"], **json.loads(grow)}
+    before, after = published.state_dict(), tuned.state_dict()
+    assert set(before) < set(after) and all(k.startswith("decoder.stages.") for k in set(after) - set(before))
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    assert any(after[k].abs().sum() > 0 for k in after if k.endswith("conv2.weight"))  # the new blocks trained
+    for point in published.rate_points():
+        assert torch.equal(published.encode(x, point.name).codes, tuned.encode(x, point.name).codes)
+        assert read_container(tuned.compress(x, point.name))[1] == read_container(published.compress(x, point.name))[1]
+    logged = [float(r["l1"]) for r in read_log(tmp_path / "tuned") if r["split"] == "train"]
+    assert logged and all(v < 0 for v in logged)  # 0.01 * ln(squared error < 1)
+    with pytest.raises(ValueError, match="change more than the decoder's depth"):
+        loop.published_model(str(tmp_path / "published"), "l2", {"channels": 16})
+    with pytest.raises(ValueError, match="set train_parts='decoder'"):
+        image_codec.main(["--config", "raq-debug", "--set", f"network_overrides={grow}", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="recon_log_scale"):
+        image_codec.main(["--config", "raq-debug", "--set", "recon_log_scale=-1", "--out", str(tmp_path / "y")])
 
 
 def test_decoder_fine_tuning_draws_its_points_from_train_points(tmp_path, monkeypatch):
