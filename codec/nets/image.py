@@ -311,25 +311,21 @@ class GDNImageDecoder(Decoder):
             if not last:
                 layers.append(GDN(channels, inverse=True))
         self.net = nn.Sequential(*layers)
-        stages: list[nn.Module] = []
-        for i in range(levels):
-            blocks: list[nn.Module] = [ZeroResBlock2d(channels) for _ in range(res_blocks[i] if i < len(res_blocks) else 0)]
-            if i == 0 and attention:
-                attn = AttnBlock2d(channels)
-                nn.init.zeros_(attn.proj.weight)
-                nn.init.zeros_(attn.proj.bias)
-                blocks.append(attn)
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.ModuleList(stages) if any(len(s) for s in stages) else None
+        counts = res_blocks + [0] * (levels - len(res_blocks))
+        # an empty stage is the identity and holds no weights: a plain decoder's keys are net.* only
+        self.stages = nn.ModuleList(nn.Sequential(*[ZeroResBlock2d(channels) for _ in range(n)]) for n in counts)
+        if attention:
+            attn = AttnBlock2d(channels)
+            nn.init.zeros_(attn.proj.weight)
+            nn.init.zeros_(attn.proj.bias)
+            self.stages[0].append(attn)
 
     def forward(self, z: Tensor) -> Tensor:
-        if self.stages is None:
-            return self.net(z)
-        # net = [conv, IGDN, (deconv, IGDN) * (levels - 1), deconv]: stage i ends at layer 2i + 1
+        # net = [conv, IGDN, (deconv, IGDN) * (levels - 1), deconv]: stage i follows layer 2i + 1
         x = z
         for i, layer in enumerate(self.net):
             x = layer(x)
-            if i % 2 == 1 and len(self.stages[i // 2]):
+            if i % 2 == 1:
                 x = self.stages[i // 2](x)
         return x
 
