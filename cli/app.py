@@ -533,11 +533,11 @@ def tokenize(
 
     _, failures = run_batch(items, job, err_console, description="tokenize", debug=debug, quiet=quiet)
     if tensors:
-        from safetensors.torch import save_file
+        from codec.storage import write_safetensors
 
         def write() -> None:
             with atomic_output(output, force) as tmp:
-                save_file(tensors, str(tmp), metadata={"format": "vqcodec-tokens", "version": "1", "vqcodec": json.dumps(meta)})
+                write_safetensors(tensors, tmp, metadata={"format": "vqcodec-tokens", "version": "1", "vqcodec": json.dumps(meta)})
 
         _guard(debug, write)
         if not quiet:

@@ -48,6 +48,7 @@ from codec.quant import Quantizer, channel_first, get_quantizer
 from codec.quant.rvq import MAX_BEAM_SIZE
 from codec.refine import MAX_REFINE_STEPS, OBJECTIVES, Candidate, Objective, best_candidate, refine_candidates
 from codec.shallow import SHALLOW_DECODER_FILE, ShallowDecoder, build_shallow_decoder, code_depth
+from codec.storage import write_safetensors
 from codec.tiling import StreamResampler, TileGrid
 
 __all__ = ["Codec", "CodecOutput", "Compressed", "EncodedCodes", "ParsedFile", "RatePoint", "Tokens", "RateError", "RateWarning", "parse_rate",
@@ -1768,8 +1769,6 @@ class Codec(nn.Module):
         that dtype; loading casts them back. Only a lossless cast is written: call
         :meth:`round_weights_` first, or this raises ``ValueError``.
         """
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
@@ -1793,7 +1792,7 @@ class Codec(nn.Module):
         if callable(publish) and self.quantizer.training:
             self.quantizer.train(True)  # still training: the stored codebooks go stale in this copy
         tmp_w, tmp_c = folder / (WEIGHTS_FILE + ".tmp"), folder / (CONFIG_FILE + ".tmp")
-        save_file(state, str(tmp_w), metadata={"format": FORMAT_NAME, **dict(metadata or {})})
+        write_safetensors(state, tmp_w, metadata={"format": FORMAT_NAME, **dict(metadata or {})})
         tmp_c.write_text(config_text(config))
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_c.replace(folder / CONFIG_FILE)
@@ -1804,7 +1803,7 @@ class Codec(nn.Module):
         if self.entropy_tables:
             tmp_e = folder / (ENTROPY_FILE + ".tmp")
             tensors, meta = _entropy_state(self.entropy_tables, self.context_tables)
-            save_file(tensors, str(tmp_e), metadata=meta)
+            write_safetensors(tensors, tmp_e, metadata=meta)
             tmp_e.replace(folder / ENTROPY_FILE)
         return folder
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.registry import Registry
+from codec.storage import write_safetensors
 
 __all__ = ["POSTFILTERS", "POSTFILTER_FILE", "Postfilter", "FormantPostfilter", "MaskNet", "SpectralMaskPostfilter",
            "BandwidthPostfilter", "build_postfilter", "learned_stage"]
@@ -295,11 +296,9 @@ class SpectralMaskPostfilter:
     def save_weights(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Write the net's tensors to ``path`` (safetensors, via a temporary file), with this
         postfilter's config and ``metadata`` in the file's metadata."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, str(tmp),
+        write_safetensors({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, tmp,
                   metadata={"config": json.dumps(self.config()), **(metadata or {})})
         tmp.replace(path)
 

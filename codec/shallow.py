@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codec.storage import write_safetensors
+
 __all__ = ["SHALLOW_DECODER_FILE", "ShallowDecoder", "build_shallow_decoder", "code_depth"]
 
 SHALLOW_DECODER_FILE = "shallow_decoder.safetensors"
@@ -130,8 +132,6 @@ class ShallowDecoder:
                      storage_dtype: torch.dtype | None = None) -> None:
         """Write the decoder's tensors to ``path`` (safetensors, via a temporary file), floating ones
         in ``storage_dtype`` where given (only where that loses nothing: round them first)."""
-        from safetensors.torch import save_file
-
         state = {k: v.detach().contiguous().cpu().clone() for k, v in self.decoder.state_dict().items()}
         if storage_dtype is not None:
             for k, v in state.items():
@@ -142,7 +142,7 @@ class ShallowDecoder:
                     state[k] = stored
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "vqcodec-shallow-decoder", **dict(metadata or {})})
+        write_safetensors(state, tmp, metadata={"format": "vqcodec-shallow-decoder", **dict(metadata or {})})
         tmp.replace(path)
 
     def load_weights(self, tensors: Mapping[str, Tensor]) -> None:
