@@ -15,11 +15,10 @@ from torchvision.io import encode_jpeg, write_png
 
 from codec.bitstream import read_container
 from codec.model import Codec
-from recipes import audio_codec, image_codec
+from recipes import audio_codec, image_codec, loop
 from recipes.common import apply_overrides, latest_checkpoint, load_checkpoint, load_config, save_checkpoint
 from recipes.common import ModelEMA
 from recipes.data import AudioData, mulaw_encode, telephone_band
-from recipes import loop
 from recipes.loop import init_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,10 +225,10 @@ def test_raq_reproduction_debug_trains_every_model_and_writes_the_tables(tmp_pat
     assert (out / "raq" / "export" / "model.safetensors").stat().st_mtime == mtime
 
 
-def publish_debug_model(recipe, tmp_path, x, beam_size=None):
-    """A published, inference-only RAQ model of ``recipe`` with entropy tables fitted on ``x``
-    (what users download), in ``tmp_path / "published"``."""
-    source = Codec.load(recipe.main(["--config", "raq-debug", "--out", str(tmp_path / "base")]))
+def publish_debug_model(recipe, tmp_path, x, beam_size=None, args=()):
+    """A published, inference-only RAQ model of ``recipe`` (its ``raq-debug`` preset, with ``args``)
+    with entropy tables fitted on ``x`` (what users download), in ``tmp_path / "published"``."""
+    source = Codec.load(recipe.main(["--config", "raq-debug", *args, "--out", str(tmp_path / "base")]))
     source.strip_training_state()
     source.fit_entropy_tables([x], contexts=False)
     if beam_size is not None:
@@ -278,11 +277,7 @@ def test_a_grown_decoder_starts_as_the_published_one_and_keeps_its_codes(tmp_pat
     # a published image-gdn model; its decoder grown by residual blocks and attention, then fine-tuned
     x = torch.rand(1, 3, 32, 40)
     gdn = ["--set", "network=image-gdn", "--set", 'network_kwargs={"channels": 8, "factor": 4, "latent_dim": 8}']
-    source = Codec.load(image_codec.main(["--config", "raq-debug", *gdn, "--out", str(tmp_path / "base")]))
-    source.strip_training_state()
-    source.fit_entropy_tables([x], contexts=False)
-    source.save(tmp_path / "published", name="model-t1")
-    published = Codec.load(tmp_path / "published")
+    published = Codec.load(publish_debug_model(image_codec, tmp_path, x, args=gdn))
     grow = '{"decoder_res_blocks": [1, 1], "decoder_attention": true}'
     args = ["--config", "raq-debug", "--set", f"init_model={tmp_path / 'published'}", "--set", "train_parts=decoder",
             "--set", "steps=3", "--set", "val_every=3", "--set", "recon_loss=l2", "--set", f"network_overrides={grow}"]
