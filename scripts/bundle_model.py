@@ -119,16 +119,28 @@ def _mean(v: list[float]) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
-def pareto_points(rows: list[dict], higher_is_better: bool) -> list[str]:
-    """Points no other point beats in quality at a lower or equal measured rate (``q1``: PSNR for
-    images; ``q2``: mel distance for audio, lower is better): what rate targets choose among."""
-    key = (lambda r: r["q1"]) if higher_is_better else (lambda r: -r["q2"])
+def pareto_points(rows: list[dict], higher_is_better: bool, column: str | None = None) -> list[str]:
+    """Points no other point beats in quality at a lower or equal measured rate: what rate targets
+    choose among. ``column`` (default ``q1`` when higher is better, else ``q2``): ``q1`` is PSNR
+    for images; ``q2`` MS-SSIM for images, mel distance (lower is better) for audio."""
+    column = column or ("q1" if higher_is_better else "q2")
+    sign = 1.0 if higher_is_better else -1.0
     front, best = [], -math.inf
-    for r in sorted(rows, key=lambda r: (r["measured"], -key(r))):
-        if key(r) > best:
+    for r in sorted(rows, key=lambda r: (r["measured"], -sign * r[column])):
+        if sign * r[column] > best:
             front.append(r["point"])
-            best = key(r)
+            best = sign * r[column]
     return front
+
+
+def target_points(kind: str, rows: list[dict], targets_by: str) -> list[str]:
+    """The rate-target points of :func:`measure`'s rows: by PSNR (images) or mel distance (audio),
+    or with ``targets_by="ms_ssim"`` by MS-SSIM (images: a model trained for it)."""
+    if targets_by == "ms_ssim":
+        if kind != "image":
+            raise SystemExit("--targets-by ms_ssim is for image models")
+        return pareto_points(rows, True, "q2")
+    return pareto_points(rows, higher_is_better=kind == "image")
 
 
 def _training(run: Path) -> dict:
@@ -155,10 +167,11 @@ def _training(run: Path) -> dict:
     return info
 
 
-def rate_section(model: Codec, rows: list[dict], val_n: int) -> list[str]:
+def rate_section(model: Codec, rows: list[dict], val_n: int, targets_by: str = "measured") -> list[str]:
     """The model card's "Rate points" section (from :func:`measure`'s rows), ending with an empty line."""
     unit = model.rate_unit
     q1, q2 = ("PSNR dB", "MS-SSIM") if model.modality == "image" else ("SI-SDR dB", "mel distance")
+    ranked = q2 if unit != "bpp" or targets_by == "ms_ssim" else q1
     beam = (f" Residual codes are found by a beam search of width {model.beam_size} (the model's default "
             "`beam_size`, an encoder-side setting: `--beam 1` is greedy, and every file decodes the same way)."
             if model.beam_size > 1 else "")
@@ -173,7 +186,7 @@ def rate_section(model: Codec, rows: list[dict], val_n: int) -> list[str]:
     for r in rows:
         lines.append(f"| {r['point']} | {r['bits_per_token']:.0f} | {r['nominal']:.4g} | {r['measured']:.4g} | {r['q1']:.2f} | {r['q2']:.4f} |")
     if model.target_points:
-        lines += ["", f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in {q1 if unit == 'bpp' else q2} "
+        lines += ["", f"Rate targets (`--rate 3kbps`) choose among the points no other point beats in {ranked} "
                   f"at a lower measured rate: {', '.join(model.target_points)}. Every point stays usable by name."]
     lines += ["", "Rate-distortion against JPEG/WebP/AVIF or Opus/Codec2 on the evaluation sets: the README's "
               "\"Bundled models\" section and `docs/eval/` (made by `python scripts/eval_bundled.py`, i.e. `vqcodec eval`).", ""]
@@ -239,7 +252,7 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
         "CC-BY-SA share-alike terms): redistribute them with attribution to the data's authors and under terms "
         "compatible with those licences.",
         "",
-        *rate_section(model, rows, val_n),
+        *rate_section(model, rows, val_n, args.targets_by),
     ]
     return "\n".join(lines)
 
@@ -260,6 +273,9 @@ def main() -> None:
     ap.add_argument("--keep-tables", action="store_true",
                     help="publish the entropy tables the export carries instead of fitting new ones (a decoder "
                          "fine-tune of a published model: its codes, hence its tables, are unchanged)")
+    ap.add_argument("--targets-by", choices=("measured", "ms_ssim"), default="measured",
+                    help="what rate targets rank points by: the measured PSNR (images) or mel distance (audio), "
+                         "or MS-SSIM (an image model trained for it)")
     ap.add_argument("--context-max-symbols", type=int, default=256, help="largest code alphabet given context tables")
     ap.add_argument("--context-buckets", type=int, default=None,
                     help="cluster context alphabets larger than this into this many rows (small tables for K=1024)")
@@ -300,7 +316,7 @@ def main() -> None:
         model.config["name"] = args.name  # the header of every measured file names the published model
     rows = measure(model, val_x)
     model.measured_rates = {r["point"]: r["measured"] for r in rows}
-    model.target_points = pareto_points(rows, higher_is_better=kind == "image")
+    model.target_points = target_points(kind, rows, args.targets_by)
     index_path = BUNDLED_DIR / INDEX_FILE
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": {}, "default": {}}
     target = BUNDLED_DIR / args.name

@@ -14,7 +14,8 @@ closer to the encoder's latents, and every file it writes decodes with every bui
    ``bundle_model.py`` does, and recomputes the Pareto points that rate targets choose among,
    (``--targets-by pesq``, audio: by wide-band PESQ of files written with the model's default
    side information, on the validation *speech* clips, instead of by mel distance: band energies
-   change what a point sounds like more than its mel distance says),
+   change what a point sounds like more than its mel distance says; ``--targets-by ms_ssim``,
+   images: by MS-SSIM instead of PSNR, for a model trained for it),
 3. rewrites ``config.json`` and the "Rate points" section of ``MODEL_CARD.md`` only, after
    checking that the weights hash is the published one; the weights and entropy files are not
    written (their bytes are compared before and after).
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from codec.hub import BUNDLED_DIR, INDEX_FILE, file_sha256  # noqa: E402
 from codec.io import AUDIO_SUFFIXES  # noqa: E402
 from codec.model import CONFIG_FILE, ENTROPY_FILE, SHARED_FILES_KEY, WEIGHTS_FILE, Codec, config_text, model_files  # noqa: E402
-from scripts.bundle_model import _clips, _files, measure, pareto_points, rate_section, signals  # noqa: E402
+from scripts.bundle_model import _clips, _files, measure, pareto_points, rate_section, signals, target_points  # noqa: E402
 
 CARD = "MODEL_CARD.md"
 SECTION = "## Rate points"
@@ -187,9 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--beam", type=int, default=None, help="the model's default beam_size (1: greedy; default: keep it)")
     ap.add_argument("--val", type=Path, default=None, help="validation data (default data/<images|audio>/val)")
     ap.add_argument("--val-files", type=int, default=8)
-    ap.add_argument("--targets-by", choices=("measured", "pesq"), default="measured",
+    ap.add_argument("--targets-by", choices=("measured", "pesq", "ms_ssim"), default="measured",
                     help="the rate points rate targets choose among: by the measured quality (PSNR, mel "
-                         "distance) or, audio, by PESQ on the validation speech")
+                         "distance), audio by PESQ on the validation speech, or images by MS-SSIM")
     ap.add_argument("--speech-files", type=int, default=12, help="--targets-by pesq: validation speech clips")
     ap.add_argument("--weights-dir", type=Path, default=BUNDLED_DIR, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -215,9 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
         perceptual = perceptual_rows(model, clips)
         model.target_points = perceptual_points(model, perceptual)
     else:
-        model.target_points = pareto_points(rows, higher_is_better=kind == "image")
+        model.target_points = target_points(kind, rows, args.targets_by)
     config = config_text(model.export_config())
-    section = rate_section(model, rows, len(val_x))
+    section = rate_section(model, rows, len(val_x), args.targets_by)
     if perceptual:
         section = perceptual_section(model, section, perceptual, len(clips))
     card = replace_rate_section((folder / CARD).read_text(), section)

@@ -62,6 +62,25 @@ def test_targets_by_pesq_keep_the_points_no_cheaper_point_beats():
     assert bundled.target_points[0] == bundled.rate_points()[0].name and len(bundled.target_points) > 10
 
 
+def test_rate_targets_rank_image_points_by_psnr_or_by_ms_ssim():
+    from scripts.bundle_model import rate_section, target_points
+
+    # b is cheaper than c and worse in PSNR but better in MS-SSIM; d is dominated in both
+    rows = [{"point": "a", "measured": 0.05, "q1": 22.0, "q2": 0.80}, {"point": "b", "measured": 0.10, "q1": 24.0, "q2": 0.91},
+            {"point": "c", "measured": 0.12, "q1": 24.5, "q2": 0.90}, {"point": "d", "measured": 0.15, "q1": 24.2, "q2": 0.89}]
+    assert target_points("image", rows, "measured") == ["a", "b", "c"]
+    assert target_points("image", rows, "ms_ssim") == ["a", "b"]
+    audio = [{**r, "q2": 1.0 - r["q2"]} for r in rows]  # mel distance: lower is better
+    assert target_points("audio", audio, "measured") == ["a", "b"]
+    with pytest.raises(SystemExit, match="for image models"):
+        target_points("audio", audio, "ms_ssim")
+    model = Codec.load(ROOT / "tests" / "golden" / "tiny_image_model")
+    model.target_points = ["a", "b"]
+    rows = [{**r, "bits_per_token": 4, "nominal": 0.1} for r in rows]
+    assert "beats in MS-SSIM at a lower" in "\n".join(rate_section(model, rows, 2, "ms_ssim"))
+    assert "beats in PSNR dB at a lower" in "\n".join(rate_section(model, rows, 2))
+
+
 def test_fit_envelope_publishes_context_coded_energies_under_a_new_name(tmp_path):
     from codec.envelope import ContextBandEnergy
     from scripts.fit_envelope import main

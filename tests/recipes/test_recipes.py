@@ -304,6 +304,33 @@ def test_a_grown_decoder_starts_as_the_published_one_and_keeps_its_codes(tmp_pat
         image_codec.main(["--config", "raq-debug", "--set", "recon_log_scale=-1", "--out", str(tmp_path / "y")])
 
 
+def test_the_ms_ssim_term_can_enter_as_its_logarithm():
+    from dataclasses import replace
+
+    from codec.losses import ms_ssim
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 48, 48) * 2 - 1  # network range
+    y = (x + 0.2 * torch.randn_like(x)).clamp(-1, 1)
+    one_minus = 1 - ms_ssim((x + 1) / 2, (y + 1) / 2).mean()
+    plain = image_codec._signal_losses(replace(image_codec.PRESETS["debug"], ms_ssim_weight=0.3), None, x.device)
+    torch.testing.assert_close(plain(x, y)["ms_ssim"], 0.3 * one_minus)
+    logged = image_codec._signal_losses(replace(image_codec.PRESETS["debug"], ms_ssim_weight=0.0, ms_ssim_log_scale=0.05),
+                                        None, x.device)
+    torch.testing.assert_close(logged(x, y)["ms_ssim"], 0.05 * torch.log(one_minus))
+    # its gradient is the plain term's over its size: a point with half the loss pulls twice as hard
+    y.requires_grad_(True)
+    logged(x, y)["ms_ssim"].backward()
+    g_log = y.grad.clone()
+    y.grad = None
+    (0.05 * (1 - ms_ssim((x + 1) / 2, ((y + 1) / 2).clamp(0, 1)).mean())).backward()
+    torch.testing.assert_close(g_log, y.grad / one_minus, rtol=1e-4, atol=1e-8)
+    off = image_codec._signal_losses(replace(image_codec.PRESETS["debug"], ms_ssim_weight=0.0), None, x.device)
+    assert off(x, y) == {}
+    with pytest.raises(ValueError, match="ms_ssim_log_scale"):
+        replace(image_codec.PRESETS["debug"], ms_ssim_log_scale=-1.0).validate()
+
+
 def test_decoder_fine_tuning_draws_its_points_from_train_points(tmp_path, monkeypatch):
     published = publish_debug_model(audio_codec, tmp_path, torch.rand(1, 1, 4000) * 2 - 1)
     lowest = Codec.load(published).rate_points()[0].name
