@@ -219,6 +219,8 @@ def model_card(name: str, model: Codec, rows: list[dict], training: dict, args: 
               "quantizer write, with a `" + str(cfg.get("recon_loss", "l1")) + "` reconstruction term"
               + (f" entering as {cfg['recon_log_scale']:g} × its logarithm (`recon_log_scale`: each rate point's error "
                  "counts relative to its own size)" if cfg.get("recon_log_scale") else "")
+              + (f" beside an MS-SSIM term entering as {cfg['ms_ssim_log_scale']:g} × ln(1 − MS-SSIM) "
+                 "(`ms_ssim_log_scale`: the main term)" if cfg.get("ms_ssim_log_scale") else "")
               + "; encoder, quantizer, beam search and entropy tables are its own, so files code to the same sizes."
               if cfg.get("train_parts") == "decoder" else ".")] if cfg.get("init_model") else []),
         *([f"* The decoder was grown before it was trained (`network_overrides` {json.dumps(cfg['network_overrides'])}): "

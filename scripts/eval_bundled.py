@@ -62,6 +62,8 @@ def music_eval(model: str) -> list[str]:
 
 # name -> vqcodec eval arguments (the output folder is added)
 EVALS: dict[str, list[str]] = {
+    # image-v5: image-v4's codes (files of the same size) through its decoder fine-tuned for MS-SSIM
+    **image_evals("image-v5"),
     # image-v4: image-v3's codes (files of the same size) through a grown, fine-tuned decoder
     **image_evals("image-v4"),
     **image_evals("image-v3"),
