@@ -7,7 +7,7 @@
     python -m recipes.image_codec --config default --out runs/img --resume --stop-at 20000  # a segment
 
 Loss: ``l1 * |x - x_hat|`` (or squared, ``recon_loss=l2``) ``+ ms_ssim * (1 - MS-SSIM) +
-quantizer terms`` and, from ``adv_start`` on when ``adv_weight > 0``, a PatchGAN hinge loss with
+quantizer terms`` (with ``ms_ssim_log_scale``, ``ms_ssim_log_scale * ln(1 - MS-SSIM)`` instead) and, from ``adv_start`` on when ``adv_weight > 0``, a PatchGAN hinge loss with
 feature matching. The loop itself (DDP, bf16, EMA, checkpoints, resume, export) is
 :mod:`recipes.loop`; this file holds what is specific to images.
 """
