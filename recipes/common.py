@@ -42,6 +42,7 @@ __all__ = [
     "apply_overrides",
     "ModelEMA",
     "cosine_schedule",
+    "log_term",
     "save_checkpoint",
     "training_state",
     "restore_training_state",
@@ -227,6 +228,14 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, m
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def log_term(term: Tensor, scale: float, floor: float) -> Tensor:
+    """``scale * ln(term)`` (``term`` clamped to ``floor``): a loss term counted relative to its own
+    size, its gradient the term's scaled by ``scale / term``. Over many rate points a fine-tune then
+    optimises the mean of the points' logarithmic measures (PSNR for squared error) instead of
+    letting the points with the largest terms dominate."""
+    return scale * torch.log(term.float().clamp_min(floor))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch import Tensor
 from codec.losses import ms_ssim
 from codec.metrics import psnr
 from codec.model import Codec
-from recipes.common import validation_points
+from recipes.common import log_term, validation_points
 from recipes.data import ImageData
 from recipes.loop import RecipeHooks, TrainConfig, run_recipe
 
@@ -185,7 +185,7 @@ def _signal_losses(cfg: ImageCodecConfig, model: Codec, device: torch.device) ->
         x, x_rec = (target + 1) / 2, ((recon + 1) / 2).clamp(0, 1)  # network range [-1, 1] -> [0, 1]
         loss = 1 - ms_ssim(x, x_rec).mean()
         if cfg.ms_ssim_log_scale > 0:
-            return {"ms_ssim": cfg.ms_ssim_log_scale * torch.log(loss.clamp_min(1e-6))}
+            return {"ms_ssim": log_term(loss, cfg.ms_ssim_log_scale, floor=1e-6)}
         return {"ms_ssim": cfg.ms_ssim_weight * loss}
 
     return losses

@@ -33,6 +33,7 @@ from recipes.common import (
     latest_checkpoint,
     load_checkpoint,
     load_config,
+    log_term,
     restore_training_state,
     save_checkpoint,
     seed_everything,
@@ -317,7 +318,7 @@ def run_recipe(cls: type, presets: Mapping[str, Any], hooks: RecipeHooks, argv: 
             for name, value in res.loss.items():  # "recon" and quantizer terms, tagged "@k37" for RAQ passes
                 if name.startswith("recon"):
                     if cfg.recon_log_scale > 0:
-                        value = cfg.recon_log_scale * torch.log(value.float().clamp_min(1e-10))
+                        value = log_term(value, cfg.recon_log_scale, floor=1e-10)
                     terms["l1" + name[5:]] = cfg.l1_weight * value
                 else:
                     terms[name] = cfg.quantizer_weight * value

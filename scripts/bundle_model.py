@@ -133,14 +133,17 @@ def pareto_points(rows: list[dict], higher_is_better: bool, column: str | None =
     return front
 
 
+def ranking_column(kind: str, targets_by: str = "measured") -> str:
+    """The column of :func:`measure`'s rows that rate targets rank points by: ``q1`` (PSNR) for
+    images, ``q2`` (mel distance) for audio; ``targets_by="ms_ssim"``: ``q2`` (MS-SSIM) for images."""
+    if targets_by == "ms_ssim" and kind != "image":
+        raise SystemExit("--targets-by ms_ssim is for image models")
+    return "q2" if kind != "image" or targets_by == "ms_ssim" else "q1"
+
+
 def target_points(kind: str, rows: list[dict], targets_by: str) -> list[str]:
-    """The rate-target points of :func:`measure`'s rows: by PSNR (images) or mel distance (audio),
-    or with ``targets_by="ms_ssim"`` by MS-SSIM (images: a model trained for it)."""
-    if targets_by == "ms_ssim":
-        if kind != "image":
-            raise SystemExit("--targets-by ms_ssim is for image models")
-        return pareto_points(rows, True, "q2")
-    return pareto_points(rows, higher_is_better=kind == "image")
+    """The rate-target points of :func:`measure`'s rows, ranked by :func:`ranking_column`."""
+    return pareto_points(rows, higher_is_better=kind == "image", column=ranking_column(kind, targets_by))
 
 
 def _training(run: Path) -> dict:
@@ -171,7 +174,7 @@ def rate_section(model: Codec, rows: list[dict], val_n: int, targets_by: str = "
     """The model card's "Rate points" section (from :func:`measure`'s rows), ending with an empty line."""
     unit = model.rate_unit
     q1, q2 = ("PSNR dB", "MS-SSIM") if model.modality == "image" else ("SI-SDR dB", "mel distance")
-    ranked = q2 if unit != "bpp" or targets_by == "ms_ssim" else q1
+    ranked = {"q1": q1, "q2": q2}[ranking_column(model.modality, targets_by)]
     beam = (f" Residual codes are found by a beam search of width {model.beam_size} (the model's default "
             "`beam_size`, an encoder-side setting: `--beam 1` is greedy, and every file decodes the same way)."
             if model.beam_size > 1 else "")
